@@ -1,0 +1,232 @@
+"""Cost of DNI: time per training character and peak memory of DNI-8 against BPTT-8 and
+BPTT-40 on the same model and data, in one run.
+
+Every variant drives `seqdni.tbptt.Unroller` in the loop of `CharLM.training_step`:
+unroll; clip core; backward SG loss; clip SG; step SG (its own Adam); step core. Timed
+runs skip `--skip` warm-up batches and alternate the variants over `--repeats` (forward
+order, then reversed); medians are reported.
+
+Memory: on CUDA, torch.cuda.max_memory_allocated over a few unrolls (reset between
+variants). On CPU, the peak bytes of tensors saved for backward during one unroll
+(torch.autograd.graph.saved_tensors_hooks; unique storages, parameters excluded): the
+activation memory that the truncation length governs. Parameter + optimiser state bytes
+are reported separately.
+
+    python scripts/bench_dni_overhead.py [--aux] [--device cuda] [--out results.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+
+import torch
+from torch.autograd.graph import saved_tensors_hooks
+
+from seqdni.data import StreamBatches
+from seqdni.dni import DNIOptions
+from seqdni.model import CharLSTM
+from seqdni.tbptt import Unroller
+
+GOALS = {"time DNI-8/BPTT-8": 1.10, "memory DNI-8/BPTT-8": 1.15, "memory DNI-8/BPTT-40": 0.4}
+
+
+class Trainee:
+    """An Unroller with its two optimisers, stepped exactly as CharLM.training_step does."""
+
+    def __init__(self, args, unroll: int, dni: DNIOptions | None):
+        torch.manual_seed(args.seed)
+        self.T, self.clip, self.dni = unroll, args.clip, dni
+        self.engine = Unroller(CharLSTM(args.vocab, args.embed, args.hidden), dni).to(args.device).train()
+        self.core_params, self.sg_params = self.engine.core_parameters(), self.engine.sg_parameters()
+        self.core_opt = torch.optim.Adam(self.core_params, lr=2e-3)
+        self.sg_opt = torch.optim.Adam(self.sg_params, lr=dni.lr) if dni is not None else None
+        self.carry = self.engine.initial_carry(args.batch, torch.device(args.device))
+
+    def step(self, x, y, backward=None):
+        kw = {} if backward is None else {"backward": backward}
+        out = self.engine.unroll(x, y, self.carry, **kw)
+        if self.clip > 0:  # the core's clip sees language-model gradients only
+            torch.nn.utils.clip_grad_norm_(self.core_params, self.clip)
+        if out.sg_loss is not None:
+            out.sg_loss.backward()
+            if self.dni.clip > 0:
+                torch.nn.utils.clip_grad_norm_(self.sg_params, self.dni.clip)
+            self.sg_opt.step()
+        if self.sg_opt is not None:
+            self.sg_opt.zero_grad(set_to_none=True)
+        self.core_opt.step()
+        self.core_opt.zero_grad(set_to_none=True)
+        self.carry = out.carry
+        return out.loss
+
+    def batch(self, x, y):
+        losses = [self.step(x[:, i : i + self.T], y[:, i : i + self.T]) for i in range(0, x.size(1), self.T)]
+        if not torch.isfinite(torch.stack(losses).mean()):  # one host sync per batch, as in training_step
+            raise FloatingPointError("non-finite loss")
+
+    def state_bytes(self) -> int:
+        """Parameters (core, M, aux head) and optimiser state, unique storages."""
+        ts = list(self.engine.parameters())
+        for opt in filter(None, (self.core_opt, self.sg_opt)):
+            ts += [v for s in opt.state.values() for v in s.values() if torch.is_tensor(v)]
+        return sum({t.untyped_storage().data_ptr(): t.untyped_storage().nbytes() for t in ts}.values())
+
+
+class SavedTensorMeter:
+    """Live bytes saved for backward. A storage counts once, as the smaller of its size and the
+    sum of the distinct views saved from it (a slice of the whole data set is not the data
+    set); parameters are excluded. A backward that frees the graph clears the live set."""
+
+    def __init__(self, exclude: set[int]):
+        self.exclude, self.live, self.peak = exclude, {}, 0
+
+    def pack(self, t):
+        s = t.untyped_storage()
+        if s.data_ptr() not in self.exclude:
+            size, views = self.live.setdefault(s.data_ptr(), (s.nbytes(), {}))
+            views[(t.data_ptr(), tuple(t.shape), t.stride())] = t.numel() * t.element_size()
+            self.peak = max(self.peak, sum(min(n, sum(v.values())) for n, v in self.live.values()))
+        return t
+
+    def backward(self, t, retain_graph: bool = False):
+        t.backward(retain_graph=retain_graph)
+        if not retain_graph:
+            self.live.clear()
+
+
+def sync(device: str) -> None:
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def batches(args, ids):
+    for b, (x, y) in enumerate(StreamBatches(ids, args.batch, args.window)):
+        if b == args.batches:
+            return
+        yield x.to(args.device, non_blocking=True), y.to(args.device, non_blocking=True)
+
+
+def time_run(args, ids, unroll, dni, n: int) -> tuple[float, float]:
+    """(wall s, process CPU s) for batches skip..n-1 of a fresh model."""
+    trainee, t0 = Trainee(args, unroll, dni), None
+    for b, (x, y) in enumerate(batches(args, ids)):
+        if b == args.skip:
+            sync(args.device)
+            t0 = time.perf_counter(), time.process_time()
+        trainee.batch(x, y)
+        if b == n - 1:
+            sync(args.device)
+            return time.perf_counter() - t0[0], time.process_time() - t0[1]
+    raise RuntimeError("the data ran out")
+
+
+def memory(args, ids, unroll, dni) -> dict[str, int]:
+    """Peak memory of a fresh model, measured on its third unroll (a prediction awaits its target)."""
+    trainee = Trainee(args, unroll, dni)
+    x, y = next(batches(args, ids))
+    chunks = [(x[:, i : i + unroll], y[:, i : i + unroll]) for i in range(0, x.size(1), unroll)]
+    for cx, cy in chunks[:2]:
+        trainee.step(cx, cy)
+    out = {"state_bytes": trainee.state_bytes()}
+    params = {p.untyped_storage().data_ptr() for p in trainee.engine.parameters()}
+    meter = SavedTensorMeter(params)
+    if args.device.startswith("cuda"):
+        sync(args.device)
+        torch.cuda.reset_peak_memory_stats()
+        base = torch.cuda.memory_allocated()
+    with saved_tensors_hooks(meter.pack, lambda t: t):
+        trainee.step(*chunks[2 % len(chunks)], backward=meter.backward)
+    out["saved_bytes"] = meter.peak
+    if args.device.startswith("cuda"):
+        sync(args.device)
+        out["cuda_peak_bytes"], out["cuda_base_bytes"] = torch.cuda.max_memory_allocated(), base
+    return out
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--aux", action="store_true", help="also DNI-8 + Aux (DNIOptions(aux_weight=0.1))")
+    p.add_argument("--device", default="cpu", help="cpu or cuda[:i]")
+    p.add_argument("--hidden", type=int, default=256)
+    p.add_argument("--embed", type=int, default=128)
+    p.add_argument("--batch", type=int, default=64)
+    p.add_argument("--window", type=int, default=120, help="columns per batch; a multiple of 8 and 40")
+    p.add_argument("--clip", type=float, default=1.0)
+    p.add_argument("--batches", type=int, default=8, help="batches per timed run (skip included)")
+    p.add_argument("--skip", type=int, default=2)
+    p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--threads", type=int, default=1,
+                   help="torch intra-op threads (0: torch default). 1 by default: on a shared 2-core machine "
+                        "two threads wait on each other at every op and timings follow the scheduler")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", help="write the results as JSON here")
+    args = p.parse_args()
+    if args.threads > 0:
+        torch.set_num_threads(args.threads)
+    if args.window % 40 or args.skip >= args.batches:
+        p.error("--window must be a multiple of 40 and --skip smaller than --batches")
+    args.vocab = 50
+    variants = {"BPTT-8": (8, None), "DNI-8": (8, DNIOptions()), "BPTT-40": (40, None)}
+    if args.aux:
+        variants["DNI-8+Aux"] = (8, DNIOptions(aux_weight=0.1))
+    g = torch.Generator().manual_seed(args.seed)
+    ids = torch.randint(0, args.vocab, (args.batch * (args.window * (args.batches + 1) + 1),), generator=g)
+
+    mem = {name: memory(args, ids, *v) for name, v in variants.items()}
+    for v in variants.values():  # warm-up
+        time_run(args, ids, *v, args.skip + 1)
+    wall: dict[str, list[float]] = {name: [] for name in variants}
+    cpu: dict[str, list[float]] = {name: [] for name in variants}
+    for r in range(args.repeats):
+        for name in list(variants) if r % 2 == 0 else list(variants)[::-1]:
+            w, c = time_run(args, ids, *variants[name], args.batches)
+            wall[name].append(w)
+            cpu[name].append(c)
+    chars = (args.batches - args.skip) * args.batch * args.window
+    us = {name: statistics.median(v) / chars * 1e6 for name, v in wall.items()}
+    cpu_us = {name: statistics.median(v) / chars * 1e6 for name, v in cpu.items()}
+    key = "cuda_peak_bytes" if args.device.startswith("cuda") else "saved_bytes"
+    measure = ("torch.cuda.max_memory_allocated over one unroll (params, optimiser state and batch included)"
+               if key == "cuda_peak_bytes" else
+               "peak bytes of tensors saved for backward during one unroll (saved_tensors_hooks; unique storages, "
+               "parameters excluded)")
+    ratios = {"time DNI-8/BPTT-8": us["DNI-8"] / us["BPTT-8"],
+              "memory DNI-8/BPTT-8": mem["DNI-8"][key] / mem["BPTT-8"][key],
+              "memory DNI-8/BPTT-40": mem["DNI-8"][key] / mem["BPTT-40"][key]}
+    total = {name: m[key] + (m["state_bytes"] if key == "saved_bytes" else 0) for name, m in mem.items()}
+    ratios["memory + params/optimiser DNI-8/BPTT-8"] = total["DNI-8"] / total["BPTT-8"]
+    if args.aux:
+        ratios["time DNI-8+Aux/BPTT-8"] = us["DNI-8+Aux"] / us["BPTT-8"]
+        ratios["memory DNI-8+Aux/BPTT-8"] = mem["DNI-8+Aux"][key] / mem["BPTT-8"][key]
+
+    print(f"device {args.device}, threads {torch.get_num_threads()}, synthetic ids (vocab 50), hidden {args.hidden}, "
+          f"embed {args.embed}, batch {args.batch}, window {args.window}; {args.batches - args.skip} timed batches "
+          f"({chars} chars) per run, {args.repeats} repeats, alternating")
+    print(f"memory measure: {measure}\n")
+    print("| variant | median µs/char (wall) | runs µs/char | median µs/char (process CPU) | memory MiB "
+          "| params + optimiser MiB |")
+    print("|---|---:|---|---:|---:|---:|")
+    for name in variants:
+        runs = ", ".join(f"{w / chars * 1e6:.1f}" for w in wall[name])
+        print(f"| {name} | {us[name]:.1f} | {runs} | {cpu_us[name]:.1f} | {mem[name][key] / 2**20:.2f} "
+              f"| {mem[name]['state_bytes'] / 2**20:.2f} |")
+    print("\n| ratio | value | goal |")
+    print("|---|---:|---|")
+    for name, v in ratios.items():
+        goal = GOALS.get(name)
+        verdict = "" if goal is None else f"≤ {goal}: {'met' if v <= goal else 'NOT met'}"
+        print(f"| {name} | {v:.3f} | {verdict} |")
+    if args.out:
+        result = {"config": vars(args), "threads": torch.get_num_threads(), "chars_per_run": chars,
+                  "memory_measure": measure, "memory": mem, "wall_seconds": wall, "cpu_seconds": cpu,
+                  "median_us_per_char": us, "median_cpu_us_per_char": cpu_us, "ratios": ratios,
+                  "goals": GOALS, "goals_met": {k: ratios[k] <= g for k, g in GOALS.items()}}
+        with open(args.out, "w") as f:
+            json.dump(result, f, indent=2)
+
+
+if __name__ == "__main__":
+    main()

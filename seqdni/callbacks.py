@@ -1,0 +1,102 @@
+"""Callbacks: an always-latest checkpoint for resuming, and text samples in TensorBoard."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import lightning as L
+import torch
+from lightning.pytorch.callbacks import Checkpoint
+
+from seqdni.vocab import render
+
+
+class LatestCheckpoint(Checkpoint):
+    """Keeps `latest.ckpt` fresh: every `every_n_batches` training batches, after each
+    validation, and at the last batch when training is about to stop (max_steps, max_time
+    or a stop request; checkpoint callbacks run after the others, so they see the stop).
+    Saving at a batch end, not in `on_train_end`, keeps the cut mid-epoch for Lightning too,
+    so a resume continues the epoch with the carried state. Written to a temporary file and renamed, so a
+    crash mid-write never leaves a broken `latest.ckpt`.
+
+    Lightning's `save_last=True` only refreshes last.ckpt when its own schedule saves, which
+    can leave it behind the real state; this callback is the resume point instead.
+
+    Args:
+        every_n_batches: Training batches between saves.
+        dirpath: Directory; default `<log_dir>/checkpoints`.
+        filename: File name of the checkpoint.
+    """
+
+    def __init__(self, every_n_batches: int = 200, dirpath: str | None = None, filename: str = "latest.ckpt"):
+        super().__init__()
+        if every_n_batches <= 0:
+            raise ValueError(f"every_n_batches must be positive, got {every_n_batches}")
+        self.every_n_batches, self.dirpath, self.filename = every_n_batches, dirpath, filename
+        self.last_path: str | None = None
+
+    def _path(self, trainer: L.Trainer) -> Path:
+        d = Path(self.dirpath) if self.dirpath else Path(trainer.log_dir or trainer.default_root_dir) / "checkpoints"
+        return d / self.filename
+
+    def save(self, trainer: L.Trainer) -> None:
+        path = self._path(trainer)
+        tmp = path.with_name(path.name + ".tmp")
+        trainer.save_checkpoint(tmp)
+        if trainer.is_global_zero:
+            os.replace(tmp, path)
+        trainer.strategy.barrier("latest_checkpoint")
+        self.last_path = str(path)
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        stopping = trainer.should_stop or 0 < trainer.max_steps <= trainer.global_step
+        if stopping or (batch_idx + 1) % self.every_n_batches == 0:
+            self.save(trainer)
+
+    def on_validation_end(self, trainer, pl_module) -> None:
+        if not trainer.sanity_checking and trainer.state.fn == "fit":
+            self.save(trainer)
+
+    def state_dict(self) -> dict:
+        return {"last_path": self.last_path}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        self.last_path = state_dict.get("last_path")
+
+
+class SampleText(L.Callback):
+    """Writes a text sample to TensorBoard (`add_text`) every `every_n_steps` optimiser steps.
+
+    Args:
+        every_n_steps: Optimiser steps between samples.
+        length: Characters to sample.
+        prime: Text that warms up the state (characters of the vocabulary).
+        temperature: Softmax temperature.
+    """
+
+    def __init__(self, every_n_steps: int = 2000, length: int = 300, prime: str = "the_", temperature: float = 0.8):
+        super().__init__()
+        self.every_n_steps, self.length, self.prime, self.temperature = every_n_steps, length, prime, temperature
+        self._last = 0
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        step = trainer.global_step
+        if step // self.every_n_steps == self._last // self.every_n_steps:
+            return
+        self._last = step
+        if not trainer.is_global_zero:
+            return
+        vocab = pl_module.vocab
+        prime = torch.tensor(vocab.encode(self.prime), device=pl_module.device)
+        gen = torch.Generator(device=pl_module.device).manual_seed(step)
+        was_training = pl_module.training
+        pl_module.eval()
+        ids = pl_module.model.generate(prime, self.length, self.temperature, generator=gen)
+        pl_module.train(was_training)
+        text = render(self.prime + vocab.decode(ids.tolist()))
+        for logger in trainer.loggers:
+            experiment = getattr(logger, "experiment", None)
+            if hasattr(experiment, "add_text"):
+                # Markdown in TensorBoard: keep line breaks visible.
+                experiment.add_text("sample", "    " + text.replace("\n", "\n    "), step)

@@ -1,0 +1,177 @@
+"""Character-level data: PTB (or any text files) as contiguous streams for TBPTT."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import lightning as L
+import torch
+
+from seqdni import ptb
+from seqdni.vocab import CharVocab
+
+CACHE_VERSION = 1
+
+
+class StreamBatches:
+    """Batches of B contiguous streams, in order, so a recurrent state can be carried.
+
+    A split of N ids is cut into B rows of L = N // B ids (the remainder is dropped);
+    batch i is a window of W columns of every row, and its targets are shifted by one::
+
+        stream  t0 t1 ... t(L-1) | tL ... t(2L-1) | ... | t((B-1)L) ... t(BL-1)
+        rows    row 0 = t0..t(L-1), row 1 = tL..t(2L-1), ...   shape (B, L)
+        batch i x = rows[:, iW : iW+W]      y = rows[:, iW+1 : iW+W+1]
+
+    Row b of batch i+1 continues row b of batch i. With `drop_last` (training) every
+    batch has exactly W columns; otherwise the last, shorter window is kept so that
+    evaluation covers the whole split but for fewer than B ids.
+
+    The position within the epoch is a Lightning-stateful property (`state_dict`), so a
+    checkpoint taken mid-epoch resumes at the next batch. Lightning does not prefetch
+    from a loader with a length, so "yielded" equals "consumed" when a checkpoint is cut.
+    """
+
+    def __init__(self, ids: torch.Tensor, batch_size: int, window: int, drop_last: bool = True,
+                 rank: int = 0, world_size: int = 1):
+        rows = batch_size * world_size
+        length = ids.numel() // rows
+        if length < 2:
+            raise ValueError(f"{ids.numel()} ids cannot fill {rows} rows of at least 2 ids; lower the batch size")
+        # Each rank owns a disjoint block of rows: its own part of the stream.
+        self.rows = ids[: rows * length].view(rows, length)[rank * batch_size : (rank + 1) * batch_size]
+        self.window = window
+        span = length - 1  # the last id of a row is only ever a target
+        self.n = span // window if drop_last else -(-span // window)
+        self._start = 0
+        self._pos = 0
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        start, self._start = self._start, 0
+        self._pos = start
+        for i in range(start, self.n):
+            self._pos = i + 1
+            a = i * self.window
+            b = min(a + self.window, self.rows.size(1) - 1)
+            yield self.rows[:, a:b].long(), self.rows[:, a + 1 : b + 1].long()
+
+    def state_dict(self) -> dict[str, int]:
+        return {"next_batch": self._pos}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        nxt = int(state.get("next_batch", 0))
+        self._start = self._pos = nxt if nxt < self.n else 0
+
+
+class CharDataModule(L.LightningDataModule):
+    """Character streams from Penn Treebank, or from your own text files.
+
+    Args:
+        data_dir: Directory with ptb.char.{train,valid,test}.txt or ptb.{train,valid,test}.txt.
+            Unset: $SEQDNI_DATA_DIR, then the cache, then a one-time download.
+        batch_size: Number of parallel streams B (per device).
+        window: Columns per training batch; cut into unrolls of `model.unroll` steps,
+            so it must be a multiple of the unroll.
+        eval_batch_size: Streams for validation/test (fewer streams: fewer ids dropped).
+        eval_window: Columns per evaluation batch (no gradients: can be long).
+        train_files: Plain-text files to train on instead of PTB (raw characters).
+        val_files: Plain-text validation files (with train_files).
+        test_files: Plain-text test files (with train_files; optional).
+        cache_dir: Where encoded ids (and a downloaded PTB) are kept; default ~/.cache/seqdni.
+        download: Allow fetching PTB from the Hugging Face hub when it is nowhere on disk.
+    """
+
+    def __init__(
+        self,
+        data_dir: str | None = None,
+        batch_size: int = 64,
+        window: int = 120,
+        eval_batch_size: int = 16,
+        eval_window: int = 1000,
+        train_files: list[str] | None = None,
+        val_files: list[str] | None = None,
+        test_files: list[str] | None = None,
+        cache_dir: str | None = None,
+        download: bool = True,
+    ):
+        super().__init__()
+        for key, value in (("data.batch_size", batch_size), ("data.window", window),
+                           ("data.eval_batch_size", eval_batch_size), ("data.eval_window", eval_window)):
+            if value <= 0:
+                raise ValueError(f"{key} must be positive, got {value}")
+        if train_files and not val_files:
+            raise ValueError("data.train_files needs data.val_files too (validation picks the best checkpoint)")
+        self.batch_size, self.window = batch_size, window
+        self.eval_batch_size, self.eval_window = eval_batch_size, eval_window
+        self.cache_dir = Path(cache_dir).expanduser() if cache_dir else ptb.default_cache_dir()
+        if train_files:
+            self.kind = "raw"
+            self.files = {"train": [Path(p) for p in train_files], "valid": [Path(p) for p in val_files or []],
+                          "test": [Path(p) for p in test_files or []]}
+            for p in (p for ps in self.files.values() for p in ps):
+                if not p.is_file():
+                    raise FileNotFoundError(f"data file not found: {p}")
+        else:
+            self.kind, found = ptb.locate_ptb(data_dir, self.cache_dir, download)
+            self.files = {s: [p] for s, p in found.items()}
+        # Built now, not in setup(): the CLI links the vocabulary to the model at instantiation.
+        self.vocab, self.ids = self._load_or_encode()
+
+    @property
+    def symbols(self) -> list[str]:
+        return self.vocab.symbols
+
+    @property
+    def vocab_size(self) -> int:
+        return len(self.vocab)
+
+    def _cache_key(self) -> str:
+        h = hashlib.sha1(f"v{CACHE_VERSION}:{self.kind}".encode())
+        for split in ptb.SPLITS:
+            for p in self.files[split]:
+                st = p.stat()
+                h.update(f"{split}:{p.resolve()}:{st.st_size}:{st.st_mtime_ns}".encode())
+        return h.hexdigest()[:16]
+
+    def _load_or_encode(self) -> tuple[CharVocab, dict[str, torch.Tensor]]:
+        """Encoded ids are cached: encoding 5M characters must not repeat every run."""
+        d = self.cache_dir / "encoded" / self._cache_key()
+        if (d / "ids.pt").is_file():
+            vocab = CharVocab.load(d / "vocab.json")
+            return vocab, torch.load(d / "ids.pt", weights_only=True)
+        lines = {s: [ln for p in self.files[s] for ln in ptb.read_stream_lines(self.kind, p)] for s in ptb.SPLITS}
+        vocab = CharVocab.from_texts(ln for s in ptb.SPLITS for ln in lines[s])
+        ids = {s: vocab.encode_lines(lines[s]) for s in ptb.SPLITS}
+        d.mkdir(parents=True, exist_ok=True)
+        tmp = d / f"ids.pt.{id(self)}.tmp"  # write-then-rename: concurrent ranks never see half a file
+        vocab.save(d / "vocab.json")
+        torch.save(ids, tmp)
+        tmp.replace(d / "ids.pt")
+        (d / "sources.json").write_text(json.dumps({s: [str(p) for p in self.files[s]] for s in ptb.SPLITS}))
+        return vocab, ids
+
+    def _rank(self) -> tuple[int, int]:
+        t = self.trainer
+        return (t.global_rank, t.world_size) if t is not None else (0, 1)
+
+    def train_dataloader(self) -> StreamBatches:
+        rank, world = self._rank()
+        return StreamBatches(self.ids["train"], self.batch_size, self.window, True, rank, world)
+
+    def _eval_loader(self, split: str) -> StreamBatches | list:
+        if self.ids[split].numel() == 0:
+            return []
+        rank, world = self._rank()
+        return StreamBatches(self.ids[split], self.eval_batch_size, self.eval_window, False, rank, world)
+
+    def val_dataloader(self):
+        return self._eval_loader("valid")
+
+    def test_dataloader(self):
+        return self._eval_loader("test")

@@ -1,0 +1,265 @@
+"""The LightningModule: truncated BPTT (and DNI) with manual optimisation, BPC evaluation."""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Literal
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+
+from seqdni.dni import DNIOptions
+from seqdni.model import CharLSTM
+from seqdni.tbptt import Carry, Unroller
+from seqdni.vocab import CharVocab
+
+LN2 = math.log(2.0)
+
+
+class NonFiniteLossError(FloatingPointError):
+    """Training stopped on a NaN or infinite loss; checkpoints written before it are kept."""
+
+
+class CharLM(L.LightningModule):
+    """Character-level LSTM language model trained with truncated BPTT, optionally with DNI.
+
+    Args:
+        vocab: Ordered symbols; linked from the data module (`data.symbols`).
+        window: Columns per training batch; linked from `data.window`.
+        unroll: Truncation length T: steps per unroll, one optimiser step per unroll.
+        embed_dim: Character embedding size.
+        hidden_size: LSTM units per layer.
+        num_layers: LSTM layers.
+        dropout: Dropout on the LSTM output (and between layers).
+        lr: Adam learning rate of the language model.
+        weight_decay: Adam weight decay of the language model.
+        clip: Gradient-norm clip of the language model (its own gradients only); 0 disables.
+        lr_schedule: `constant`, or `cosine` decay to 0 over `trainer.max_steps` optimiser steps.
+        warmup_steps: Linear warm-up steps of the learning rate.
+        dni: Synthetic gradients at truncation boundaries; unset for plain truncated BPTT.
+        probe_every: Run the true-gradient probe every this many optimiser steps (0: never).
+        probe_unrolls: Unrolls of true BPTT behind the probe's boundary.
+        probe_rows: Streams in the probe batch.
+    """
+
+    def __init__(
+        self,
+        vocab: list[str],
+        window: int = 120,
+        unroll: int = 8,
+        embed_dim: int = 128,
+        hidden_size: int = 256,
+        num_layers: int = 1,
+        dropout: float = 0.0,
+        lr: float = 2e-3,
+        weight_decay: float = 0.0,
+        clip: float = 1.0,
+        lr_schedule: Literal["constant", "cosine"] = "constant",
+        warmup_steps: int = 0,
+        dni: DNIOptions | None = None,
+        probe_every: int = 0,
+        probe_unrolls: int = 8,
+        probe_rows: int = 16,
+    ):
+        super().__init__()
+        if unroll <= 0:
+            raise ValueError(f"model.unroll must be a positive number of steps, got {unroll}")
+        if window % unroll:
+            raise ValueError(f"data.window ({window}) must be a multiple of model.unroll ({unroll})")
+        if isinstance(dni, dict):  # from a checkpoint's hyperparameters
+            dni = DNIOptions(**dni)
+        self.save_hyperparameters()
+        if dni is not None:  # plain types only, so checkpoints load with weights_only=True
+            self.hparams["dni"] = asdict(dni)
+        self.automatic_optimization = False
+        self.vocab = CharVocab(vocab)
+        self.model = CharLSTM(len(vocab), embed_dim, hidden_size, num_layers, dropout)
+        self.engine = Unroller(self.model, dni)
+        self.dni = dni
+        self.carry: Carry | None = None
+        self._probe_batch: tuple[torch.Tensor, torch.Tensor] | None = None
+        self._clock: tuple[float, int] | None = None
+
+    # ---- optimisation -------------------------------------------------------------------
+    def configure_optimizers(self):
+        h = self.hparams
+        core = torch.optim.Adam(self.engine.core_parameters(), lr=h.lr, weight_decay=h.weight_decay)
+        total = self.trainer.max_steps if self.trainer is not None and self.trainer.max_steps > 0 else None
+
+        def factor(step: int) -> float:
+            if step < h.warmup_steps:
+                return (step + 1) / h.warmup_steps
+            if h.lr_schedule == "cosine" and total:
+                frac = min(1.0, (step - h.warmup_steps) / max(1, total - h.warmup_steps))
+                return 0.5 * (1.0 + math.cos(math.pi * frac))
+            return 1.0
+
+        sched = torch.optim.lr_scheduler.LambdaLR(core, factor)
+        optimizers = [core]
+        if self.dni is not None:
+            optimizers.append(torch.optim.Adam(self.engine.sg_parameters(), lr=self.dni.lr))
+        return optimizers, [sched]
+
+    def on_train_epoch_start(self) -> None:
+        self.carry = None  # a new epoch starts every stream from the zero state
+
+    def training_step(self, batch, batch_idx: int):
+        x, y = batch
+        opts = self.optimizers()
+        core_opt, sg_opt = (opts, None) if not isinstance(opts, list) else (opts[0], opts[1])
+        sched = self.lr_schedulers()
+        T = self.hparams.unroll
+        if x.size(1) % T:
+            raise ValueError(f"a training batch of {x.size(1)} columns is not a multiple of model.unroll ({T})")
+        if self.carry is None:
+            self.carry = self.engine.initial_carry(x.size(0), x.device)
+        elif self.carry.state[0].device != x.device:
+            self.carry = self.carry.to(x.device)
+        losses, stats = [], []
+        for i in range(x.size(1) // T):
+            out = self.engine.unroll(x[:, i * T : (i + 1) * T], y[:, i * T : (i + 1) * T], self.carry,
+                                     backward=self._backward)
+            last = i == x.size(1) // T - 1
+            if last:
+                grad_norm = torch.nn.utils.get_total_norm([p.grad for p in self.engine.core_parameters()
+                                                           if p.grad is not None])
+            if self.hparams.clip > 0:  # before the SG loss is backpropagated: the core's clip sees LM grads only
+                self.clip_gradients(core_opt, gradient_clip_val=self.hparams.clip, gradient_clip_algorithm="norm")
+            if out.sg_loss is not None:
+                self.manual_backward(out.sg_loss)
+                if self.dni.clip > 0:
+                    self.clip_gradients(sg_opt, gradient_clip_val=self.dni.clip, gradient_clip_algorithm="norm")
+                # The raw optimiser: Lightning counts LightningOptimizer steps in global_step, and
+                # max_steps should count language-model updates whether DNI is on or not.
+                sg_opt.optimizer.step()
+            if sg_opt is not None:
+                sg_opt.zero_grad(set_to_none=True)
+            core_opt.step()
+            core_opt.zero_grad(set_to_none=True)
+            sched.step()
+            self.carry = out.carry
+            losses.append(out.loss)
+            stats.append(out.stats)
+
+        loss = torch.stack(losses).mean()
+        if not torch.isfinite(loss):  # one host sync per batch window, not per step
+            self._stop_on_non_finite(batch_idx)
+        self.log("train/bpc", loss / LN2, prog_bar=True)
+        self.log("train/grad_norm", grad_norm)
+        self.log("train/lr", sched.get_last_lr()[0])
+        for key in {k for s in stats for k in s}:
+            self.log(key, torch.stack([s[key] for s in stats if key in s]).mean())
+        self._maybe_probe()
+        return None
+
+    def _backward(self, tensor: torch.Tensor, retain_graph: bool = False) -> None:
+        self.manual_backward(tensor, retain_graph=retain_graph)
+
+    def _stop_on_non_finite(self, batch_idx: int) -> None:
+        kept = [getattr(cb, "last_path", None) or getattr(cb, "best_model_path", None)
+                for cb in self.trainer.checkpoint_callbacks]
+        kept = [k for k in kept if k]
+        where = f"; last good checkpoint: {kept[0]}" if kept else "; no checkpoint had been written yet"
+        raise NonFiniteLossError(
+            f"non-finite training loss in the batch ending at optimiser step {self.global_step} "
+            f"(epoch {self.current_epoch}, batch {batch_idx}); training stopped{where}. "
+            "Lower model.lr or model.clip, or resume from that checkpoint with --ckpt_path."
+        )
+
+    def _maybe_probe(self) -> None:
+        every, T = self.hparams.probe_every, self.hparams.unroll
+        if not every or self.dni is None or self._probe_batch is None:
+            return
+        step, per_batch = self.global_step, self.hparams.window // T
+        if step // every == (step - per_batch) // every:  # no multiple of `every` crossed this batch
+            return
+        x, y = self._probe_batch
+        warm = max(T, x.size(1) - self.hparams.probe_unrolls * T)
+        result = {k: v.item() for k, v in self.engine.probe(x.to(self.device), y.to(self.device), T, warm).items()}
+        for logger in self.loggers:  # straight to the loggers: a sparse metric, not repeated every log step
+            logger.log_metrics(result, step=self.global_step)
+
+    # ---- evaluation: no synthetic gradients, state carried over the whole split -----------
+    def _eval_start(self) -> None:
+        self._eval_state = None
+        self._eval_sum = torch.zeros((), device=self.device, dtype=torch.float64)
+        self._eval_count = torch.zeros((), device=self.device, dtype=torch.float64)
+
+    def _eval_step(self, batch) -> None:
+        x, y = batch
+        logits, self._eval_state = self.model(x, self._eval_state)
+        ce = F.cross_entropy(logits.reshape(-1, logits.size(-1)), y.reshape(-1), reduction="sum")
+        self._eval_sum += ce.double()
+        self._eval_count += y.numel()
+
+    def _eval_end(self, name: str) -> None:
+        total = self.trainer.strategy.reduce(torch.stack([self._eval_sum, self._eval_count]), reduce_op="sum")
+        if total[1] > 0:
+            self.log(name, (total[0] / total[1] / LN2).float(), prog_bar=True)
+
+    def on_validation_epoch_start(self) -> None:
+        self._eval_start()
+
+    def validation_step(self, batch, batch_idx: int) -> None:
+        self._eval_step(batch)
+
+    def on_validation_epoch_end(self) -> None:
+        self._eval_end("val/bpc")
+
+    def on_test_epoch_start(self) -> None:
+        self._eval_start()
+
+    def test_step(self, batch, batch_idx: int) -> None:
+        self._eval_step(batch)
+
+    def on_test_epoch_end(self) -> None:
+        self._eval_end("test/bpc")
+
+    # ---- bookkeeping ---------------------------------------------------------------------
+    def on_fit_start(self) -> None:
+        log_dir = self.trainer.log_dir
+        if self.trainer.is_global_zero and log_dir:
+            Path(log_dir).mkdir(parents=True, exist_ok=True)
+            self.vocab.save(Path(log_dir) / "vocab.json")
+        dm = self.trainer.datamodule
+        if self.dni is not None and self.hparams.probe_every and dm is not None and hasattr(dm, "ids"):
+            # A held probe window from the validation split: warm-up, then probe_unrolls unrolls.
+            rows, T = self.hparams.probe_rows, self.hparams.unroll
+            span = self.hparams.window + self.hparams.probe_unrolls * T
+            ids = dm.ids["valid"]
+            length = ids.numel() // rows
+            if length > span:
+                grid = ids[: rows * length].view(rows, length)
+                self._probe_batch = (grid[:, :span].long(), grid[:, 1 : span + 1].long())
+
+    def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
+        now, chars = time.perf_counter(), batch[0].numel()
+        if self._clock is None:
+            self._clock = (now, 0)
+            return
+        start, seen = self._clock
+        seen += chars
+        self._clock = (start, seen)
+        if (batch_idx + 1) % max(1, self.trainer.log_every_n_steps) == 0 and now > start:
+            self.log("train/chars_per_sec", seen * self.trainer.world_size / (now - start))
+            self._clock = (now, 0)
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        carry = None
+        if self.carry is not None:
+            carry = {"state": [t.cpu() for t in self.carry.state], "boundary": self.carry.boundary,
+                     "kept": None if self.carry.kept is None else
+                     {"state": [t.cpu() for t in self.carry.kept[0]], "x": self.carry.kept[1].cpu()}}
+        checkpoint["seqdni"] = {"format": 1, "carry": carry}
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        saved = (checkpoint.get("seqdni") or {}).get("carry")
+        if saved is None:
+            self.carry = None
+            return
+        kept = None if saved["kept"] is None else (tuple(saved["kept"]["state"]), saved["kept"]["x"])
+        self.carry = Carry(tuple(saved["state"]), kept, saved["boundary"])

@@ -1,0 +1,79 @@
+"""`python -m seqdni.sample --ckpt PATH [--prime TEXT] [--length N] [--temperature X] [--top_k K] [--seed S]`.
+
+Loads a checkpoint (weights only: no code from the file runs), warms the state on the
+prime text and prints plain text: `_` as a space, end-of-line as a newline.
+"""
+
+from __future__ import annotations
+
+import pickle
+import zipfile
+from pathlib import Path
+
+import torch
+
+from seqdni.lit import CharLM
+from seqdni.vocab import WORD_SEP, render
+
+
+class CheckpointError(ValueError):
+    """A file that cannot be used as a seqdni checkpoint."""
+
+
+def load_checkpoint(path: str | Path, map_location: str = "cpu") -> CharLM:
+    """A trained `CharLM` from a seqdni checkpoint, with a clear error for anything else."""
+    p = Path(path)
+    if not p.is_file():
+        raise FileNotFoundError(f"checkpoint not found: {p}")
+    try:
+        ckpt = torch.load(p, map_location=map_location, weights_only=True)
+    except (RuntimeError, EOFError, zipfile.BadZipFile, pickle.UnpicklingError, OSError) as err:
+        raise CheckpointError(
+            f"{p} cannot be read as a checkpoint (truncated or corrupt, or it holds objects that a "
+            f"weights-only load refuses): {str(err).splitlines()[0]}"
+        ) from err
+    if not isinstance(ckpt, dict) or "seqdni" not in ckpt or "hyper_parameters" not in ckpt:
+        raise CheckpointError(f"{p} is not a seqdni checkpoint (it lacks the 'seqdni' and hyperparameter sections)")
+    return CharLM.load_from_checkpoint(p, map_location=map_location, weights_only=True)
+
+
+def sample(ckpt: str, prime: str = "the ", length: int = 500, temperature: float = 0.8,
+           top_k: int | None = None, seed: int = 0, device: str = "cpu") -> str:
+    """Sample text from a checkpoint.
+
+    Args:
+        ckpt: Path of a checkpoint written by `seqdni.train`.
+        prime: Text that warms up the state; spaces are read as word separators.
+        length: Characters to generate.
+        temperature: Softmax temperature (> 0); lower is more conservative.
+        top_k: Sample only among the k most likely characters.
+        seed: Random seed: the same seed gives the same text.
+        device: Torch device to sample on.
+    """
+    lm = load_checkpoint(ckpt, map_location=device).eval()
+    vocab = lm.vocab
+    text = prime.replace(" ", WORD_SEP) if " " not in vocab.index else prime
+    bad = vocab.unknown(text)
+    if bad:
+        raise ValueError(
+            f"the prime text has characters outside the model's vocabulary: {', '.join(repr(c) for c in bad)} "
+            f"(the vocabulary is {''.join(vocab.symbols)!r})"
+        )
+    if not text:
+        text = "\n"  # start of a sentence
+    gen = torch.Generator(device=device).manual_seed(seed)
+    ids = lm.model.generate(torch.tensor(vocab.encode(text), device=device), length, temperature, top_k, gen)
+    return render(text + vocab.decode(ids.tolist()))
+
+
+def main(args: list[str] | None = None) -> None:
+    from jsonargparse import auto_cli
+
+    try:
+        print(auto_cli(sample, args=args, as_positional=False))
+    except (FileNotFoundError, ValueError) as err:  # bad input: one clear line, no traceback
+        raise SystemExit(f"error: {err}") from None
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,163 @@
+"""One truncated-BPTT unroll, with or without synthetic gradients, in plain PyTorch.
+
+`Unroller.unroll` runs the fused core over T steps from the carried state, backpropagates
+J_k (the unroll's mean loss, plus the boundary injection under DNI), and returns the
+regression loss of the synthetic-gradient model *without* backpropagating it: the caller
+clips the core's gradients first, so the core's clip never sees SG-loss gradients.
+
+Units: the core minimises the *mean* loss over the unroll's B·T characters, while M
+predicts in per-sequence units, the gradient of the *sum* of one sequence's future
+losses, so that its targets do not shrink with the batch size or the unroll length.
+The injection divides M by n = B·T and the target is multiplied by n.
+
+Memory under DNI: when the kept core is needed (`train_core` or Aux), the previous
+unroll's last core step is recomputed from its stored input (s_{t-1}, x_t) with the
+current parameters, i.e. T + 1 core steps are held; otherwise M(s_t) is evaluated on the
+detached boundary state and only T steps are held.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from seqdni.dni import (DNIOptions, SyntheticGradient, boundary_injection, bootstrapped_target, cosine,
+                        detach_state, flatten_state, regression_loss, true_future_gradient)
+from seqdni.model import CharLSTM
+
+LSTMState = tuple[Tensor, Tensor]
+
+
+@dataclass
+class Carry:
+    """What crosses a truncation boundary."""
+
+    state: LSTMState  # s_t, detached
+    kept: tuple[LSTMState, Tensor] | None = None  # (s_{t-1}, x_t): input of the kept core step
+    boundary: bool = False  # s_t ended an unroll, so a prediction M(s_t) awaits its target
+
+    def to(self, device: torch.device) -> Carry:
+        kept = None if self.kept is None else (tuple(t.to(device) for t in self.kept[0]), self.kept[1].to(device))
+        return Carry(tuple(t.to(device) for t in self.state), kept, self.boundary)  # type: ignore[arg-type]
+
+
+@dataclass
+class UnrollOut:
+    loss: Tensor  # mean cross-entropy of the unroll, nats, detached
+    sg_loss: Tensor | None  # regression loss with its graph (None without a prediction to train)
+    carry: Carry
+    stats: dict[str, Tensor] = field(default_factory=dict)  # detached diagnostics
+    target: Tensor | None = None  # bootstrapped target for M(s_t), flattened, detached
+
+
+def _backward(t: Tensor, retain_graph: bool = False) -> None:
+    t.backward(retain_graph=retain_graph)
+
+
+class Unroller(nn.Module):
+    """A language model, its synthetic-gradient model M and (DNI + Aux) its aux head."""
+
+    def __init__(self, model: CharLSTM, dni: DNIOptions | None = None):
+        super().__init__()
+        self.model, self.dni = model, dni
+        d = 2 * model.num_layers * model.hidden_size  # flattened (h, c) per example
+        self.sg = None if dni is None else SyntheticGradient(d, dni.hidden, model.vocab_size if dni.conditional else 0)
+        self.aux = nn.Linear(d, d) if dni is not None and dni.aux_weight > 0 else None
+
+    def core_parameters(self) -> list[nn.Parameter]:
+        aux = list(self.aux.parameters()) if self.aux is not None else []
+        return list(self.model.parameters()) + aux
+
+    def sg_parameters(self) -> list[nn.Parameter]:
+        return list(self.sg.parameters()) if self.sg is not None else []
+
+    def initial_carry(self, batch_size: int, device: torch.device) -> Carry:
+        return Carry(self.model.init_state(batch_size, device))
+
+    def _cond(self, ids: Tensor) -> Tensor | None:
+        """Conditional DNI: the next input, one-hot."""
+        return F.one_hot(ids, self.model.vocab_size).float() if self.dni is not None and self.dni.conditional else None
+
+    def _kept_step(self, carry: Carry) -> Tensor | None:
+        """Recompute the previous unroll's last core step with the current parameters."""
+        if carry.kept is None or not carry.boundary:
+            return None
+        (s_prev, x_last) = carry.kept
+        _, s_t = self.model.core(x_last, s_prev)
+        return flatten_state(s_t)
+
+    def unroll(self, x: Tensor, y: Tensor, carry: Carry, backward=_backward) -> UnrollOut:
+        """Forward and backward of one unroll of T = x.size(1) steps."""
+        opts, sg = self.dni, self.sg
+        keep = opts is not None and opts.keeps_core
+        want_target = sg is not None and carry.boundary
+        s_t = detach_state(carry.state, requires_grad=want_target)  # leaf: collects ∂J_k/∂s_t
+
+        if keep:  # split off the last step, whose input is kept for the next unroll
+            s_prev, outs = s_t, []
+            if x.size(1) > 1:
+                out_a, s_prev = self.model.core(x[:, :-1], s_t)
+                outs.append(out_a)
+            out_b, s_end = self.model.core(x[:, -1:], s_prev)
+            out = torch.cat(outs + [out_b], dim=1)
+            kept = (detach_state(s_prev), x[:, -1:])
+        else:
+            out, s_end = self.model.core(x, s_t)
+            kept = None
+        logits = self.model.logits(out)
+        loss = F.cross_entropy(logits.reshape(-1, logits.size(-1)), y.reshape(-1))
+        objective, stats = loss, {}
+        n = y.numel()  # characters the mean runs over: per-sequence units <-> mean-loss units
+
+        if sg is not None:
+            sg_next = sg(flatten_state(s_end), self._cond(y[:, -1]))  # M(s_{t+T}); y[:, -1] is the next input
+            objective = objective + boundary_injection(s_end, sg_next, opts.scale / n)
+            stats["sg/injected_norm"] = (opts.scale * sg_next.detach()).norm(dim=1).mean()
+            if self.aux is not None:
+                flat_kept = self._kept_step(carry)
+                if flat_kept is not None:  # Â(s_t) ≈ M(s_{t+T}), trained into the kept core step
+                    aux_loss = regression_loss(self.aux(flat_kept), sg_next)
+                    objective = objective + opts.aux_weight * aux_loss
+                    stats["sg/aux_loss"] = aux_loss.detach()
+
+        second_pass = want_target and not opts.scale_target and opts.scale != 1.0
+        backward(objective, retain_graph=second_pass)
+
+        sg_loss = target = None
+        if want_target:
+            target = bootstrapped_target(s_t) * n
+            if second_pass:  # add the unscaled remainder (1 - scale) J^T M(s_{t+T})
+                rest = torch.autograd.grad(boundary_injection(s_end, sg_next, 1.0), s_t)
+                target = target + (1.0 - opts.scale) * flatten_state(rest)
+            flat_in = self._kept_step(carry) if opts.train_core else None
+            if flat_in is None:
+                flat_in = flatten_state(s_t).detach()
+            prediction = sg(flat_in, self._cond(x[:, 0]))  # M(s_t); x[:, 0] followed the boundary
+            sg_loss = regression_loss(prediction, target)
+            pred, tgt = prediction.detach(), target.detach()
+            stats.update({"sg/loss": sg_loss.detach(), "sg/pred_norm": pred.norm(dim=1).mean(),
+                          "sg/target_norm": tgt.norm(dim=1).mean(), "sg/cosine": cosine(pred, tgt)})
+
+        new = Carry(detach_state(s_end), kept, boundary=True)
+        return UnrollOut(loss.detach(), sg_loss, new, stats, None if target is None else target.detach())
+
+    def _mean_loss(self, state: LSTMState, chunk: tuple[Tensor, Tensor]) -> tuple[Tensor, LSTMState]:
+        x, y = chunk
+        logits, state = self.model(x, state)
+        return F.cross_entropy(logits.reshape(-1, logits.size(-1)), y.reshape(-1)), state
+
+    @torch.no_grad()
+    def probe(self, x: Tensor, y: Tensor, unroll: int, warmup: int) -> dict[str, Tensor]:
+        """How good is M? Warm up `warmup` steps, then compare M at that boundary with the
+        true future gradient, by BPTT over the rest of the window cut into unrolls."""
+        state = self.model.init_state(x.size(0), x.device)
+        _, state = self.model(x[:, :warmup], state)
+        rest = range(warmup, x.size(1), unroll)
+        chunks = [(x[:, i : i + unroll], y[:, i : i + unroll]) for i in rest]
+        true = true_future_gradient(self._mean_loss, state, chunks) * (x.size(0) * unroll)  # per-sequence units
+        pred = self.sg(flatten_state(state), self._cond(x[:, warmup]))
+        return {"sg/probe_cosine": cosine(pred, true),
+                "sg/probe_norm_ratio": pred.norm(dim=1).mean() / true.norm(dim=1).mean().clamp_min(1e-30)}

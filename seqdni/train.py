@@ -1,0 +1,42 @@
+"""`python -m seqdni.train --config configs/ptb-cpu/bptt8.yaml [--overrides]`.
+
+A thin LightningCLI: the typed `__init__` arguments of `CharLM` and `CharDataModule` are
+the YAML keys and the `--help` text. The `fit` subcommand is implied when none is given.
+"""
+
+from __future__ import annotations
+
+import sys
+
+from lightning.pytorch.cli import LightningCLI
+
+from seqdni.data import CharDataModule
+from seqdni.lit import CharLM
+
+SUBCOMMANDS = ("fit", "validate", "test", "predict")
+
+
+class SeqDNICLI(LightningCLI):
+    def add_arguments_to_parser(self, parser) -> None:
+        # Typed once, in the data module: the vocabulary and the batch window.
+        parser.link_arguments("data.symbols", "model.vocab", apply_on="instantiate")
+        parser.link_arguments("data.window", "model.window", apply_on="instantiate")
+
+    def after_fit(self) -> None:
+        """Test BPC at the best validation checkpoint (or the final weights without one)."""
+        if self.trainer.interrupted or self.datamodule.ids["test"].numel() == 0:
+            return
+        best = self.trainer.checkpoint_callback
+        ckpt = "best" if best is not None and getattr(best, "best_model_path", "") else None
+        self.trainer.test(self.model, datamodule=self.datamodule, ckpt_path=ckpt)
+
+
+def main(args: list[str] | None = None) -> SeqDNICLI:
+    args = list(sys.argv[1:] if args is None else args)
+    if not args or args[0] not in SUBCOMMANDS + ("-h", "--help"):
+        args = ["fit", *args]
+    return SeqDNICLI(CharLM, CharDataModule, args=args, save_config_kwargs={"overwrite": True})
+
+
+if __name__ == "__main__":
+    main()
