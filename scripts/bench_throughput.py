@@ -72,7 +72,9 @@ def run_seqdni(args, ids, vocab, batches: int) -> float:
     model = CharLM(vocab, window=args.window, unroll=args.unroll, embed_dim=args.embed, hidden_size=args.hidden,
                    clip=args.clip)
     clock = BatchClock(args.skip, batches - 1, args.device)
-    trainer = L.Trainer(accelerator="gpu" if args.device.startswith("cuda") else "cpu", devices=1,
+    cuda = args.device.startswith("cuda")
+    devices = [torch.device(args.device).index or 0] if cuda else 1
+    trainer = L.Trainer(accelerator="gpu" if cuda else "cpu", devices=devices,
                         precision=args.precision, max_epochs=1, max_steps=batches * (args.window // args.unroll),
                         logger=False, enable_checkpointing=False, enable_progress_bar=False,
                         enable_model_summary=False, limit_val_batches=0, num_sanity_val_steps=0,
@@ -130,14 +132,15 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data-dir", help="directory with PTB (default: synthetic random ids, vocab 50)")
     p.add_argument("--device", default="cpu", help="cpu or cuda[:i]")
-    p.add_argument("--precision", default="32-true", choices=["32-true", "bf16-mixed", "16-mixed"])
+    p.add_argument("--precision", default="32-true", choices=["32-true", "bf16-mixed", "16-mixed"],
+                   help="16-mixed needs CUDA (or a CPU whose oneDNN has an fp16 LSTM)")
     p.add_argument("--hidden", type=int, default=256)
     p.add_argument("--embed", type=int, default=128)
     p.add_argument("--batch", type=int, default=64)
     p.add_argument("--unroll", type=int, default=8)
     p.add_argument("--window", type=int, default=120)
     p.add_argument("--clip", type=float, default=1.0)
-    p.add_argument("--batches", type=int, default=40, help="batches per timed run (skip included)")
+    p.add_argument("--batches", type=int, default=50, help="batches per timed run (skip included)")
     p.add_argument("--skip", type=int, default=3, help="warm-up batches at the start of every run")
     p.add_argument("--warmup-batches", type=int, default=6, help="batches of the untimed warm-up run per variant")
     p.add_argument("--repeats", type=int, default=3)

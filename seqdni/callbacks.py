@@ -71,11 +71,11 @@ class SampleText(L.Callback):
     Args:
         every_n_steps: Optimiser steps between samples.
         length: Characters to sample.
-        prime: Text that warms up the state (characters of the vocabulary).
+        prime: Text that warms up the state; characters outside the vocabulary are dropped.
         temperature: Softmax temperature.
     """
 
-    def __init__(self, every_n_steps: int = 2000, length: int = 300, prime: str = "the_", temperature: float = 0.8):
+    def __init__(self, every_n_steps: int = 2000, length: int = 300, prime: str = "the ", temperature: float = 0.8):
         super().__init__()
         self.every_n_steps, self.length, self.prime, self.temperature = every_n_steps, length, prime, temperature
         self._last = 0
@@ -88,13 +88,14 @@ class SampleText(L.Callback):
         if not trainer.is_global_zero:
             return
         vocab = pl_module.vocab
-        prime = torch.tensor(vocab.encode(self.prime), device=pl_module.device)
+        text = "".join(ch for ch in vocab.from_display(self.prime) if ch in vocab.index) or vocab.symbols[0]
+        prime = torch.tensor(vocab.encode(text), device=pl_module.device)
         gen = torch.Generator(device=pl_module.device).manual_seed(step)
         was_training = pl_module.training
         pl_module.eval()
         ids = pl_module.model.generate(prime, self.length, self.temperature, generator=gen)
         pl_module.train(was_training)
-        text = render(self.prime + vocab.decode(ids.tolist()))
+        text = render(text + vocab.decode(ids.tolist()))
         for logger in trainer.loggers:
             experiment = getattr(logger, "experiment", None)
             if hasattr(experiment, "add_text"):

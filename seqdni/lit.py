@@ -221,6 +221,11 @@ class CharLM(L.LightningModule):
 
     # ---- bookkeeping ---------------------------------------------------------------------
     def on_fit_start(self) -> None:
+        if str(self.trainer.precision).startswith("16"):
+            # Lightning's clip_gradients does not unscale fp16-AMP gradients, and the SG step
+            # bypasses the scaler: both clips would act on loss-scaled gradients.
+            raise ValueError(f"trainer.precision {self.trainer.precision!r} is not supported; "
+                             "use bf16-mixed or 32-true")
         log_dir = self.trainer.log_dir
         if self.trainer.is_global_zero and log_dir:
             Path(log_dir).mkdir(parents=True, exist_ok=True)

@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 
 from seqdni.lit import CharLM
-from seqdni.vocab import WORD_SEP, render
+from seqdni.vocab import render
 
 
 class CheckpointError(ValueError):
@@ -52,7 +52,7 @@ def sample(ckpt: str, prime: str = "the ", length: int = 500, temperature: float
     """
     lm = load_checkpoint(ckpt, map_location=device).eval()
     vocab = lm.vocab
-    text = prime.replace(" ", WORD_SEP) if " " not in vocab.index else prime
+    text = vocab.from_display(prime)
     bad = vocab.unknown(text)
     if bad:
         raise ValueError(
@@ -60,7 +60,7 @@ def sample(ckpt: str, prime: str = "the ", length: int = 500, temperature: float
             f"(the vocabulary is {''.join(vocab.symbols)!r})"
         )
     if not text:
-        text = "\n"  # start of a sentence
+        text = vocab.symbols[0]
     gen = torch.Generator(device=device).manual_seed(seed)
     ids = lm.model.generate(torch.tensor(vocab.encode(text), device=device), length, temperature, top_k, gen)
     return render(text + vocab.decode(ids.tolist()))

@@ -113,7 +113,8 @@ class Unroller(nn.Module):
         n = y.numel()  # characters the mean runs over: per-sequence units <-> mean-loss units
 
         if sg is not None:
-            sg_next = sg(flatten_state(s_end), self._cond(y[:, -1]))  # M(s_{t+T}); y[:, -1] is the next input
+            with torch.no_grad():  # M(s_{t+T}) is only ever used as a constant; y[:, -1] is the next input
+                sg_next = sg(flatten_state(s_end), self._cond(y[:, -1]))
             objective = objective + boundary_injection(s_end, sg_next, opts.scale / n)
             stats["sg/injected_norm"] = (opts.scale * sg_next.detach()).norm(dim=1).mean()
             if self.aux is not None:

@@ -54,6 +54,10 @@ class CharVocab:
         """Characters of `text` outside the vocabulary, in order of first appearance."""
         return list(dict.fromkeys(ch for ch in text if ch not in self.index))
 
+    def from_display(self, text: str) -> str:
+        """Text as people type it -> stream text: spaces become `_` in a PTB-style vocabulary."""
+        return text.replace(" ", WORD_SEP) if " " not in self.index and WORD_SEP in self.index else text
+
     def encode(self, text: str) -> list[int]:
         bad = self.unknown(text)
         if bad:

@@ -4,6 +4,11 @@ import os
 from pathlib import Path
 
 import pytest
+import torch
+
+# Tiny models: one thread is faster, and two threads on a shared 2-core machine thrash.
+torch.set_num_threads(1)
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 ROOT = Path(__file__).resolve().parents[1]
 PTB_DIR = Path(os.environ.get("SEQDNI_DATA_DIR") or ROOT.parent / "shared" / "data" / "ptb")
