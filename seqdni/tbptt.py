@@ -24,8 +24,17 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from seqdni.dni import (DNIOptions, SyntheticGradient, boundary_injection, bootstrapped_target, cosine,
-                        detach_state, flatten_state, regression_loss, true_future_gradient)
+from seqdni.dni import (
+    DNIOptions,
+    SyntheticGradient,
+    bootstrapped_target,
+    boundary_injection,
+    cosine,
+    detach_state,
+    flatten_state,
+    regression_loss,
+    true_future_gradient,
+)
 from seqdni.model import CharLSTM
 
 LSTMState = tuple[Tensor, Tensor]

@@ -9,8 +9,18 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from seqdni.dni import (DNIOptions, SyntheticGradient, boundary_injection, bootstrapped_target, cosine,
-                        detach_state, flatten_state, regression_loss, true_future_gradient, unflatten_state)
+from seqdni.dni import (
+    DNIOptions,
+    SyntheticGradient,
+    bootstrapped_target,
+    boundary_injection,
+    cosine,
+    detach_state,
+    flatten_state,
+    regression_loss,
+    true_future_gradient,
+    unflatten_state,
+)
 from seqdni.model import CharLSTM
 from seqdni.tbptt import Unroller
 
