@@ -1,7 +1,7 @@
 """Cost of DNI: time per training character and peak memory of DNI-8 against BPTT-8 and
 BPTT-40 (and, with --aux, DNI-8 + Aux) on the same model and data, in one run.
 
-Each variant drives `seqdni.tbptt.Unroller` in the loop of `CharLM.training_step` (unroll;
+Each variant drives `seqdni.tbptt.Unroller` in the loop of `SeqModel.training_step` (unroll;
 clip core; backward SG loss; clip SG; step SG; step core). Timed runs skip `--skip` warm-up
 batches and alternate the variants over `--repeats`; medians are reported. Memory: on CUDA
 torch.cuda.max_memory_allocated; on CPU the bytes saved for backward during one unroll (the
@@ -34,7 +34,7 @@ MEASURES = {
 
 
 class Trainee:
-    """An Unroller with its two optimisers, stepped exactly as CharLM.training_step does."""
+    """An Unroller with its two optimisers, stepped exactly as SeqModel.training_step does."""
 
     def __init__(self, args, unroll: int, dni: DNIOptions | None):
         torch.manual_seed(args.seed)

@@ -1,8 +1,8 @@
-"""Training throughput of the seqdni step (CharLM under a real Lightning Trainer) against a
+"""Training throughput of the seqdni step (SeqModel under a real Lightning Trainer) against a
 minimal plain-PyTorch truncated-BPTT loop, on the same model, the same data, in one run.
 
 Both variants read the same `StreamBatches` loader and run plain truncated BPTT (no DNI):
-the seqdni variant is `CharLM.training_step` driven by `lightning.Trainer`; the plain
+the seqdni variant is `SeqModel.training_step` driven by `lightning.Trainer`; the plain
 variant is CharLSTM + Adam + clip_grad_norm_ with the state detached between unrolls and
 no per-step host sync. Each timed run skips `--skip` warm-up batches, then clocks from the
 start of the first measured batch to the end of the last. The variants alternate (in
@@ -27,7 +27,8 @@ import torch
 import torch.nn.functional as F
 
 from seqdni.data import CharDataModule, StreamBatches
-from seqdni.lit import CharLM
+from seqdni.lit import SeqModel
+from seqdni.model import Task
 from seqdni.model import CharLSTM
 
 GOAL = 0.95
@@ -67,9 +68,9 @@ class BatchClock(L.Callback):
 
 
 def run_seqdni(args, ids, vocab, batches: int) -> float:
-    """Seconds for batches skip..batches-1 of CharLM.training_step under lightning.Trainer."""
+    """Seconds for batches skip..batches-1 of SeqModel.training_step under lightning.Trainer."""
     torch.manual_seed(args.seed)
-    model = CharLM(vocab, window=args.window, unroll=args.unroll, embed_dim=args.embed, hidden_size=args.hidden,
+    model = SeqModel(Task("chars", vocab), window=args.window, unroll=args.unroll, embed_dim=args.embed, hidden_size=args.hidden,
                    clip=args.clip)
     clock = BatchClock(args.skip, batches - 1, args.device)
     cuda = args.device.startswith("cuda")

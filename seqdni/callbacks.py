@@ -87,7 +87,9 @@ class SampleText(L.Callback):
         self._last = step
         if not trainer.is_global_zero:
             return
-        vocab = pl_module.vocab
+        vocab = getattr(pl_module, "vocab", None)
+        if vocab is None:  # not a character task: nothing to sample
+            return
         text = "".join(ch for ch in vocab.from_display(self.prime) if ch in vocab.index) or vocab.symbols[0]
         prime = torch.tensor(vocab.encode(text), device=pl_module.device)
         gen = torch.Generator(device=pl_module.device).manual_seed(step)

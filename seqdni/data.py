@@ -11,6 +11,7 @@ import lightning as L
 import torch
 
 from seqdni import ptb
+from seqdni.model import Task
 from seqdni.vocab import CharVocab
 
 CACHE_VERSION = 1
@@ -126,6 +127,24 @@ class CharDataModule(L.LightningDataModule):
     @property
     def symbols(self) -> list[str]:
         return self.vocab.symbols
+
+    @property
+    def has_test(self) -> bool:
+        return self.ids["test"].numel() > 0
+
+    @property
+    def task(self) -> Task:
+        """What the model is linked to: a character task over this vocabulary."""
+        return Task("chars", self.symbols)
+
+    def probe_batch(self, rows: int, span: int) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """A held window of `rows` validation streams, `span` columns, for the true-gradient probe."""
+        ids = self.ids["valid"]
+        length = ids.numel() // rows
+        if length <= span:
+            return None
+        grid = ids[: rows * length].view(rows, length)
+        return grid[:, :span].long(), grid[:, 1 : span + 1].long()
 
     @property
     def vocab_size(self) -> int:

@@ -1,4 +1,8 @@
-"""The LightningModule: truncated BPTT (and DNI) with manual optimisation, BPC evaluation."""
+"""The LightningModule: truncated BPTT (and DNI) with manual optimisation, carried-state evaluation.
+
+One training loop for every task: the data module says what the task is (`data.task`, a
+`seqdni.model.Task`), the network brings its loss and evaluation metric.
+"""
 
 from __future__ import annotations
 
@@ -10,34 +14,32 @@ from typing import Literal
 
 import lightning as L
 import torch
-import torch.nn.functional as F
 
 from seqdni.dni import DNIOptions
-from seqdni.model import CharLSTM
+from seqdni.model import LN2, Task, build_network
 from seqdni.tbptt import Carry, Unroller
 from seqdni.vocab import CharVocab
 
-LN2 = math.log(2.0)
 
 
 class NonFiniteLossError(FloatingPointError):
     """Training stopped on a NaN or infinite loss; checkpoints written before it are kept."""
 
 
-class CharLM(L.LightningModule):
-    """Character-level LSTM language model trained with truncated BPTT, optionally with DNI.
+class SeqModel(L.LightningModule):
+    """An LSTM sequence model trained with truncated BPTT, optionally with DNI.
 
     Args:
-        vocab: Ordered symbols; linked from the data module (`data.symbols`).
+        task: Inputs, outputs and loss; linked from the data module (`data.task`).
         window: Columns per training batch; linked from `data.window`.
         unroll: Truncation length T: steps per unroll, one optimiser step per unroll.
-        embed_dim: Character embedding size.
+        embed_dim: Input embedding size (characters) or input projection size (vectors).
         hidden_size: LSTM units per layer.
         num_layers: LSTM layers.
         dropout: Dropout on the LSTM output (and between layers).
-        lr: Adam learning rate of the language model.
-        weight_decay: Adam weight decay of the language model.
-        clip: Gradient-norm clip of the language model (its own gradients only); 0 disables.
+        lr: Adam learning rate of the network.
+        weight_decay: Adam weight decay of the network.
+        clip: Gradient-norm clip of the network (its own gradients only); 0 disables.
         lr_schedule: `constant`, or `cosine` decay to 0 over `trainer.max_steps` optimiser steps.
         warmup_steps: Linear warm-up steps of the learning rate.
         dni: Synthetic gradients at truncation boundaries; unset for plain truncated BPTT.
@@ -48,7 +50,7 @@ class CharLM(L.LightningModule):
 
     def __init__(
         self,
-        vocab: list[str],
+        task: Task,
         window: int = 120,
         unroll: int = 8,
         embed_dim: int = 128,
@@ -72,12 +74,17 @@ class CharLM(L.LightningModule):
             raise ValueError(f"data.window ({window}) must be a multiple of model.unroll ({unroll})")
         if isinstance(dni, dict):  # from a checkpoint's hyperparameters
             dni = DNIOptions(**dni)
+        if isinstance(task, dict):
+            task = Task(**task)
         self.save_hyperparameters()
-        if dni is not None:  # plain types only, so checkpoints load with weights_only=True
+        # plain types only, so checkpoints load with weights_only=True
+        self.hparams["task"] = asdict(task)
+        if dni is not None:
             self.hparams["dni"] = asdict(dni)
         self.automatic_optimization = False
-        self.vocab = CharVocab(vocab)
-        self.model = CharLSTM(len(vocab), embed_dim, hidden_size, num_layers, dropout)
+        self.task = task
+        self.vocab = CharVocab(task.symbols) if task.kind == "chars" else None
+        self.model = build_network(task, embed_dim, hidden_size, num_layers, dropout)
         self.engine = Unroller(self.model, dni)
         self.dni = dni
         self.carry: Carry | None = None
@@ -148,7 +155,10 @@ class CharLM(L.LightningModule):
         loss = torch.stack(losses).mean()
         if not torch.isfinite(loss):  # one host sync per batch window, not per step
             self._stop_on_non_finite(batch_idx)
-        self.log("train/bpc", loss / LN2, prog_bar=True)
+        if self.task.kind == "chars":
+            self.log("train/bpc", loss / LN2, prog_bar=True)
+        else:
+            self.log("train/loss", loss, prog_bar=True)
         self.log("train/grad_norm", grad_norm)
         self.log("train/lr", sched.get_last_lr()[0])
         for key in {k for s in stats for k in s}:
@@ -185,21 +195,24 @@ class CharLM(L.LightningModule):
 
     # ---- evaluation: no synthetic gradients, state carried over the whole split -----------
     def _eval_start(self) -> None:
-        self._eval_state = None
-        self._eval_sum = torch.zeros((), device=self.device, dtype=torch.float64)
-        self._eval_count = torch.zeros((), device=self.device, dtype=torch.float64)
+        self._eval_state, self._eval_sums = None, None
 
     def _eval_step(self, batch) -> None:
         x, y = batch
-        logits, self._eval_state = self.model(x, self._eval_state)
-        ce = F.cross_entropy(logits.reshape(-1, logits.size(-1)), y.reshape(-1), reduction="sum")
-        self._eval_sum += ce.double()
-        self._eval_count += y.numel()
+        if self._eval_state is None:
+            self._eval_state = self.model.init_state(x.size(0), x.device)
+        out, self._eval_state = self.model.core(x, self._eval_state)
+        sums = self.model.eval_sums(out, y)
+        self._eval_sums = sums if self._eval_sums is None else {k: v + sums[k] for k, v in self._eval_sums.items()}
 
-    def _eval_end(self, name: str) -> None:
-        total = self.trainer.strategy.reduce(torch.stack([self._eval_sum, self._eval_count]), reduce_op="sum")
-        if total[1] > 0:
-            self.log(name, (total[0] / total[1] / LN2).float(), prog_bar=True)
+    def _eval_end(self, stage: str) -> None:
+        if self._eval_sums is None:
+            return
+        keys = sorted(self._eval_sums)
+        total = self.trainer.strategy.reduce(torch.stack([self._eval_sums[k] for k in keys]), reduce_op="sum")
+        metrics = self.model.eval_metrics(dict(zip(keys, total)))
+        for i, (name, value) in enumerate(metrics.items()):
+            self.log(f"{stage}/{name}", value.float(), prog_bar=i == 0)
 
     def on_validation_epoch_start(self) -> None:
         self._eval_start()
@@ -208,7 +221,7 @@ class CharLM(L.LightningModule):
         self._eval_step(batch)
 
     def on_validation_epoch_end(self) -> None:
-        self._eval_end("val/bpc")
+        self._eval_end("val")
 
     def on_test_epoch_start(self) -> None:
         self._eval_start()
@@ -217,7 +230,7 @@ class CharLM(L.LightningModule):
         self._eval_step(batch)
 
     def on_test_epoch_end(self) -> None:
-        self._eval_end("test/bpc")
+        self._eval_end("test")
 
     # ---- bookkeeping ---------------------------------------------------------------------
     def on_fit_start(self) -> None:
@@ -227,19 +240,14 @@ class CharLM(L.LightningModule):
             raise ValueError(f"trainer.precision {self.trainer.precision!r} is not supported; "
                              "use bf16-mixed or 32-true")
         log_dir = self.trainer.log_dir
-        if self.trainer.is_global_zero and log_dir:
+        if self.trainer.is_global_zero and log_dir and self.vocab is not None:
             Path(log_dir).mkdir(parents=True, exist_ok=True)
             self.vocab.save(Path(log_dir) / "vocab.json")
         dm = self.trainer.datamodule
-        if self.dni is not None and self.hparams.probe_every and dm is not None and hasattr(dm, "ids"):
-            # A held probe window from the validation split: warm-up, then probe_unrolls unrolls.
-            rows, T = self.hparams.probe_rows, self.hparams.unroll
-            span = self.hparams.window + self.hparams.probe_unrolls * T
-            ids = dm.ids["valid"]
-            length = ids.numel() // rows
-            if length > span:
-                grid = ids[: rows * length].view(rows, length)
-                self._probe_batch = (grid[:, :span].long(), grid[:, 1 : span + 1].long())
+        if self.dni is not None and self.hparams.probe_every and hasattr(dm, "probe_batch"):
+            # A held probe window: warm-up over one training window, then probe_unrolls unrolls.
+            span = self.hparams.window + self.hparams.probe_unrolls * self.hparams.unroll
+            self._probe_batch = dm.probe_batch(self.hparams.probe_rows, span)
 
     def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
         now, chars = time.perf_counter(), batch[0].numel()
@@ -259,7 +267,8 @@ class CharLM(L.LightningModule):
             carry = {"state": [t.cpu() for t in self.carry.state], "boundary": self.carry.boundary,
                      "kept": None if self.carry.kept is None else
                      {"state": [t.cpu() for t in self.carry.kept[0]], "x": self.carry.kept[1].cpu()}}
-        checkpoint["seqdni"] = {"format": 1, "carry": carry}
+        checkpoint["seqdni"] = {"format": 1, "class_path": f"{type(self).__module__}.{type(self).__qualname__}",
+                                "carry": carry}
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         saved = (checkpoint.get("seqdni") or {}).get("carry")

@@ -1,37 +1,77 @@
-"""The language model: embedding -> LSTM core -> linear head. Pure nn.Module."""
+"""Recurrent networks: input encoder -> LSTM core -> linear head, with the task's loss.
+
+A network is what `seqdni.tbptt.Unroller` drives. Its protocol:
+`init_state(B)`, `core(x, state) -> (out, state)`, `loss(out, y)` (mean per step over
+the unroll's B·T positions), `condition(x_step)` (what conditional DNI reads),
+`state_size`, `cond_size`, and for evaluation `eval_sums` / `eval_metrics`.
+"""
 
 from __future__ import annotations
 
+import math
+from dataclasses import dataclass, field
+
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
+LN2 = math.log(2.0)
 
-class CharLSTM(nn.Module):
-    """Character LSTM language model with an explicit recurrent state (h, c).
 
-    `forward(x, state) -> (logits, state)` runs the fused nn.LSTM over a whole window;
-    `step` exposes the same core for a prefix of steps (DNI keeps the last one apart).
+@dataclass
+class Task:
+    """What a data module asks of the model; the CLI links it from `data.task`.
+
+    Args:
+        name: The task's name (`chars`, `copy`, `repeat-copy`, ...).
+        symbols: Ordered vocabulary of a character task: inputs are ids, the loss is
+            cross-entropy, the metric bits per character.
+        input_size: Width of an input vector (bit tasks; 0 for character tasks).
+        output_size: Bits predicted per step (bit tasks; 0 for character tasks). The target
+            tensor then has `output_size + 2` channels: bits, loss mask, episode end.
     """
 
-    def __init__(self, vocab_size: int, embed_dim: int = 128, hidden_size: int = 256, num_layers: int = 1,
-                 dropout: float = 0.0):
+    name: str = "chars"
+    symbols: list[str] = field(default_factory=list)
+    input_size: int = 0
+    output_size: int = 0
+
+    @property
+    def kind(self) -> str:
+        return "chars" if self.symbols else "bits"
+
+    def __post_init__(self) -> None:
+        if not self.symbols and (self.input_size <= 0 or self.output_size <= 0):
+            raise ValueError(f"task {self.name!r} needs either symbols or positive input_size and output_size")
+
+
+class _LSTMNet(nn.Module):
+    """Shared core: an nn.LSTM over the whole unroll with an explicit state (h, c)."""
+
+    def __init__(self, in_dim: int, hidden_size: int, num_layers: int, dropout: float, out_dim: int):
         super().__init__()
-        self.vocab_size, self.hidden_size, self.num_layers = vocab_size, hidden_size, num_layers
-        self.embed = nn.Embedding(vocab_size, embed_dim)
-        self.lstm = nn.LSTM(embed_dim, hidden_size, num_layers, batch_first=True,
+        self.hidden_size, self.num_layers = hidden_size, num_layers
+        self.lstm = nn.LSTM(in_dim, hidden_size, num_layers, batch_first=True,
                             dropout=dropout if num_layers > 1 else 0.0)
         self.drop = nn.Dropout(dropout)
-        self.head = nn.Linear(hidden_size, vocab_size)
+        self.head = nn.Linear(hidden_size, out_dim)
+
+    @property
+    def state_size(self) -> int:
+        """Features of the flattened (h, c) of one sequence: what M reads and predicts."""
+        return 2 * self.num_layers * self.hidden_size
 
     def init_state(self, batch_size: int, device: torch.device | str | None = None) -> tuple[Tensor, Tensor]:
         device = device if device is not None else self.head.weight.device
         z = torch.zeros(self.num_layers, batch_size, self.hidden_size, device=device, dtype=self.head.weight.dtype)
         return z, z.clone()
 
+    def encode(self, x: Tensor) -> Tensor:
+        raise NotImplementedError
+
     def core(self, x: Tensor, state: tuple[Tensor, Tensor]) -> tuple[Tensor, tuple[Tensor, Tensor]]:
-        """Ids (B, T) and state -> top-layer outputs (B, T, H) and the new state."""
-        out, new_state = self.lstm(self.embed(x), state)
-        return out, new_state
+        """Inputs (B, T, ...) and state -> top-layer outputs (B, T, H) and the new state."""
+        return self.lstm(self.encode(x), state)
 
     def logits(self, out: Tensor) -> Tensor:
         return self.head(self.drop(out))
@@ -41,6 +81,45 @@ class CharLSTM(nn.Module):
             state = self.init_state(x.size(0), x.device)
         out, state = self.core(x, state)
         return self.logits(out), state
+
+
+class CharLSTM(_LSTMNet):
+    """Character LSTM language model: embedding -> LSTM -> logits over the vocabulary."""
+
+    def __init__(self, vocab_size: int, embed_dim: int = 128, hidden_size: int = 256, num_layers: int = 1,
+                 dropout: float = 0.0):
+        super().__init__(embed_dim, hidden_size, num_layers, dropout, vocab_size)
+        self.vocab_size = vocab_size
+        self.embed = nn.Embedding(vocab_size, embed_dim)
+
+    @property
+    def cond_size(self) -> int:
+        return self.vocab_size
+
+    def encode(self, x: Tensor) -> Tensor:
+        return self.embed(x)
+
+    def condition(self, x_step: Tensor) -> Tensor:
+        """Conditional DNI reads the next input, one-hot."""
+        return F.one_hot(x_step, self.vocab_size).float()
+
+    @staticmethod
+    def next_input(y: Tensor) -> Tensor:
+        """The input that follows the unroll: a language model's last target."""
+        return y[:, -1]
+
+    def loss(self, out: Tensor, y: Tensor) -> Tensor:
+        logits = self.logits(out)
+        return F.cross_entropy(logits.reshape(-1, logits.size(-1)), y.reshape(-1))
+
+    def eval_sums(self, out: Tensor, y: Tensor) -> dict[str, Tensor]:
+        logits = self.logits(out)
+        ce = F.cross_entropy(logits.reshape(-1, logits.size(-1)), y.reshape(-1), reduction="sum")
+        return {"nats": ce.double(), "count": torch.tensor(float(y.numel()), dtype=torch.float64, device=y.device)}
+
+    @staticmethod
+    def eval_metrics(sums: dict[str, Tensor]) -> dict[str, Tensor]:
+        return {"bpc": sums["nats"] / sums["count"] / LN2}
 
     @torch.no_grad()
     def generate(self, prime: Tensor, length: int, temperature: float = 1.0, top_k: int | None = None,
@@ -63,3 +142,54 @@ class CharLSTM(nn.Module):
             logits, state = self(nxt, state)
             last = logits[:, -1]
         return torch.cat(out, dim=1).view(-1) if out else prime.new_empty(0)
+
+
+class BitLSTM(_LSTMNet):
+    """Binary vectors in, independent bits out (Copy, Repeat Copy).
+
+    Targets `y` are (B, T, output_size + 2): the bits, a loss mask (1 on steps whose
+    output is scored) and an episode-end flag (counts episodes for the metric).
+    """
+
+    def __init__(self, input_size: int, output_size: int, embed_dim: int = 128, hidden_size: int = 256,
+                 num_layers: int = 1, dropout: float = 0.0):
+        super().__init__(embed_dim, hidden_size, num_layers, dropout, output_size)
+        self.input_size, self.output_size = input_size, output_size
+        self.embed = nn.Linear(input_size, embed_dim)
+
+    @property
+    def cond_size(self) -> int:
+        return self.input_size
+
+    def encode(self, x: Tensor) -> Tensor:
+        return self.embed(x)
+
+    def condition(self, x_step: Tensor) -> Tensor:
+        return x_step.float()
+
+    def _bce(self, out: Tensor, y: Tensor) -> Tensor:
+        bits, mask = y[..., : self.output_size], y[..., self.output_size : self.output_size + 1]
+        return F.binary_cross_entropy_with_logits(self.logits(out), bits, reduction="none") * mask
+
+    def loss(self, out: Tensor, y: Tensor) -> Tensor:
+        """Per-bit cross-entropy summed over the bits of scored steps, mean over B·T positions."""
+        return self._bce(out, y).sum() / (y.size(0) * y.size(1))
+
+    def eval_sums(self, out: Tensor, y: Tensor) -> dict[str, Tensor]:
+        k = self.output_size
+        bits, mask, end = y[..., :k], y[..., k : k + 1], y[..., k + 1]
+        wrong = ((self.logits(out) > 0).to(bits.dtype) != bits).to(bits.dtype) * mask
+        return {"nats": self._bce(out, y).sum().double(), "wrong": wrong.sum().double(),
+                "episodes": end.sum().double()}
+
+    @staticmethod
+    def eval_metrics(sums: dict[str, Tensor]) -> dict[str, Tensor]:
+        episodes = sums["episodes"].clamp_min(1)
+        return {"bits_error": sums["wrong"] / episodes, "loss_bits": sums["nats"] / episodes / LN2}
+
+
+def build_network(task: Task, embed_dim: int, hidden_size: int, num_layers: int = 1,
+                  dropout: float = 0.0) -> CharLSTM | BitLSTM:
+    if task.kind == "chars":
+        return CharLSTM(len(task.symbols), embed_dim, hidden_size, num_layers, dropout)
+    return BitLSTM(task.input_size, task.output_size, embed_dim, hidden_size, num_layers, dropout)

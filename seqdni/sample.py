@@ -6,13 +6,14 @@ prime text and prints plain text: `_` as a space, end-of-line as a newline.
 
 from __future__ import annotations
 
+import importlib
 import pickle
 import zipfile
 from pathlib import Path
 
 import torch
 
-from seqdni.lit import CharLM
+from seqdni.lit import SeqModel
 from seqdni.vocab import render
 
 
@@ -20,8 +21,21 @@ class CheckpointError(ValueError):
     """A file that cannot be used as a seqdni checkpoint."""
 
 
-def load_checkpoint(path: str | Path, map_location: str = "cpu") -> CharLM:
-    """A trained `CharLM` from a seqdni checkpoint, with a clear error for anything else."""
+def _model_class(path: Path, name: str | None) -> type:
+    """The LightningModule class a checkpoint was saved from (only seqdni's own classes)."""
+    if name is None:
+        return SeqModel
+    module, _, attr = name.rpartition(".")
+    if not module.startswith("seqdni."):
+        raise CheckpointError(f"{path} names a model class outside seqdni ({name}); refusing to load it")
+    try:
+        return getattr(importlib.import_module(module), attr)
+    except (ImportError, AttributeError) as err:
+        raise CheckpointError(f"{path} was saved from {name}, which this version of seqdni lacks") from err
+
+
+def load_checkpoint(path: str | Path, map_location: str = "cpu"):
+    """A trained seqdni model from a checkpoint, with a clear error for anything else."""
     p = Path(path)
     if not p.is_file():
         raise FileNotFoundError(f"checkpoint not found: {p}")
@@ -34,7 +48,8 @@ def load_checkpoint(path: str | Path, map_location: str = "cpu") -> CharLM:
         ) from err
     if not isinstance(ckpt, dict) or "seqdni" not in ckpt or "hyper_parameters" not in ckpt:
         raise CheckpointError(f"{p} is not a seqdni checkpoint (it lacks the 'seqdni' and hyperparameter sections)")
-    return CharLM.load_from_checkpoint(p, map_location=map_location, weights_only=True)
+    cls = _model_class(p, (ckpt["seqdni"] or {}).get("class_path"))
+    return cls.load_from_checkpoint(p, map_location=map_location, weights_only=True)
 
 
 def sample(ckpt: str, prime: str = "the ", length: int = 500, temperature: float = 0.8,
@@ -51,7 +66,9 @@ def sample(ckpt: str, prime: str = "the ", length: int = 500, temperature: float
         device: Torch device to sample on.
     """
     lm = load_checkpoint(ckpt, map_location=device).eval()
-    vocab = lm.vocab
+    vocab = getattr(lm, "vocab", None)
+    if vocab is None:
+        raise ValueError(f"{ckpt} holds a model of the {lm.task.name!r} task, which has no text to sample")
     text = vocab.from_display(prime)
     bad = vocab.unknown(text)
     if bad:

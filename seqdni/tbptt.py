@@ -21,7 +21,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from seqdni.dni import (
@@ -35,7 +34,7 @@ from seqdni.dni import (
     regression_loss,
     true_future_gradient,
 )
-from seqdni.model import CharLSTM
+from seqdni.model import CharLSTM, BitLSTM
 
 LSTMState = tuple[Tensor, Tensor]
 
@@ -69,11 +68,14 @@ def _backward(t: Tensor, retain_graph: bool = False) -> None:
 class Unroller(nn.Module):
     """A language model, its synthetic-gradient model M and (DNI + Aux) its aux head."""
 
-    def __init__(self, model: CharLSTM, dni: DNIOptions | None = None):
+    def __init__(self, model: CharLSTM | BitLSTM, dni: DNIOptions | None = None):
         super().__init__()
+        if dni is not None and dni.conditional and not hasattr(model, "next_input"):
+            raise ValueError(f"model.dni.conditional needs the input after each unroll, which a {type(model).__name__} "
+                             "task does not provide; set model.dni.conditional to false")
         self.model, self.dni = model, dni
-        d = 2 * model.num_layers * model.hidden_size  # flattened (h, c) per example
-        self.sg = None if dni is None else SyntheticGradient(d, dni.hidden, model.vocab_size if dni.conditional else 0)
+        d = model.state_size  # flattened (h, c) per example
+        self.sg = None if dni is None else SyntheticGradient(d, dni.hidden, model.cond_size if dni.conditional else 0)
         self.aux = nn.Linear(d, d) if dni is not None and dni.aux_weight > 0 else None
 
     def core_parameters(self) -> list[nn.Parameter]:
@@ -86,9 +88,9 @@ class Unroller(nn.Module):
     def initial_carry(self, batch_size: int, device: torch.device) -> Carry:
         return Carry(self.model.init_state(batch_size, device))
 
-    def _cond(self, ids: Tensor) -> Tensor | None:
-        """Conditional DNI: the next input, one-hot."""
-        return F.one_hot(ids, self.model.vocab_size).float() if self.dni is not None and self.dni.conditional else None
+    def _cond(self, x_step: Tensor) -> Tensor | None:
+        """Conditional DNI: the next input, as the network presents it (one-hot ids, vectors)."""
+        return self.model.condition(x_step) if self.dni is not None and self.dni.conditional else None
 
     def _kept_step(self, carry: Carry) -> Tensor | None:
         """Recompute the previous unroll's last core step with the current parameters."""
@@ -116,14 +118,13 @@ class Unroller(nn.Module):
         else:
             out, s_end = self.model.core(x, s_t)
             kept = None
-        logits = self.model.logits(out)
-        loss = F.cross_entropy(logits.reshape(-1, logits.size(-1)), y.reshape(-1))
+        loss = self.model.loss(out, y)
         objective, stats = loss, {}
-        n = y.numel()  # characters the mean runs over: per-sequence units <-> mean-loss units
+        n = y.size(0) * y.size(1)  # positions the mean runs over: per-sequence units <-> mean-loss units
 
         if sg is not None:
-            with torch.no_grad():  # M(s_{t+T}) is only ever used as a constant; y[:, -1] is the next input
-                sg_next = sg(flatten_state(s_end), self._cond(y[:, -1]))
+            with torch.no_grad():  # M(s_{t+T}) is only ever used as a constant
+                sg_next = sg(flatten_state(s_end), self._cond(self.model.next_input(y)) if opts.conditional else None)
             objective = objective + boundary_injection(s_end, sg_next, opts.scale / n)
             stats["sg/injected_norm"] = (opts.scale * sg_next.detach()).norm(dim=1).mean()
             if self.aux is not None:
@@ -156,8 +157,8 @@ class Unroller(nn.Module):
 
     def _mean_loss(self, state: LSTMState, chunk: tuple[Tensor, Tensor]) -> tuple[Tensor, LSTMState]:
         x, y = chunk
-        logits, state = self.model(x, state)
-        return F.cross_entropy(logits.reshape(-1, logits.size(-1)), y.reshape(-1)), state
+        out, state = self.model.core(x, state)
+        return self.model.loss(out, y), state
 
     @torch.no_grad()
     def probe(self, x: Tensor, y: Tensor, unroll: int, warmup: int) -> dict[str, Tensor]:

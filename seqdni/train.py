@@ -1,30 +1,30 @@
 """`python -m seqdni.train --config configs/ptb-cpu/bptt8.yaml [--overrides]`.
 
-A thin LightningCLI: the typed `__init__` arguments of `CharLM` and `CharDataModule` are
-the YAML keys and the `--help` text. The `fit` subcommand is implied when none is given.
+A thin LightningCLI: the typed `__init__` arguments of the model and data classes named in
+the config (`model.class_path`, `data.class_path`) are the YAML keys and the `--help` text.
+The `fit` subcommand is implied when none is given.
 """
 
 from __future__ import annotations
 
 import sys
+from dataclasses import asdict
 
+import lightning as L
 from lightning.pytorch.cli import LightningCLI
-
-from seqdni.data import CharDataModule
-from seqdni.lit import CharLM
 
 SUBCOMMANDS = ("fit", "validate", "test", "predict")
 
 
 class SeqDNICLI(LightningCLI):
     def add_arguments_to_parser(self, parser) -> None:
-        # Typed once, in the data module: the vocabulary and the batch window.
-        parser.link_arguments("data.symbols", "model.vocab", apply_on="instantiate")
-        parser.link_arguments("data.window", "model.window", apply_on="instantiate")
+        # Typed once, in the data module: what the task is and the batch window.
+        parser.link_arguments("data.task", "model.init_args.task", compute_fn=asdict, apply_on="instantiate")
+        parser.link_arguments("data.window", "model.init_args.window", apply_on="instantiate")
 
     def after_fit(self) -> None:
-        """Test BPC at the best validation checkpoint (or the final weights without one)."""
-        if self.trainer.interrupted or self.datamodule.ids["test"].numel() == 0:
+        """Test at the best validation checkpoint (or the final weights without one)."""
+        if self.trainer.interrupted or not getattr(self.datamodule, "has_test", True):
             return
         best = self.trainer.checkpoint_callback
         ckpt = "best" if best is not None and getattr(best, "best_model_path", "") else None
@@ -35,7 +35,8 @@ def main(args: list[str] | None = None) -> SeqDNICLI:
     args = list(sys.argv[1:] if args is None else args)
     if not args or args[0] not in SUBCOMMANDS + ("-h", "--help"):
         args = ["fit", *args]
-    return SeqDNICLI(CharLM, CharDataModule, args=args, save_config_kwargs={"overwrite": True})
+    return SeqDNICLI(L.LightningModule, L.LightningDataModule, subclass_mode_model=True, subclass_mode_data=True,
+                     args=args, save_config_kwargs={"overwrite": True})
 
 
 if __name__ == "__main__":

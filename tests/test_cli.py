@@ -13,7 +13,8 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 from seqdni.data import CharDataModule
 from seqdni.dni import DNIOptions
-from seqdni.lit import CharLM
+from seqdni.lit import SeqModel
+from seqdni.model import Task
 from seqdni.sample import CheckpointError, load_checkpoint, sample
 from seqdni.train import SeqDNICLI
 
@@ -35,7 +36,7 @@ def run_cli(module: str, args: list[str], cwd: Path) -> subprocess.CompletedProc
 
 @pytest.mark.parametrize("config", CONFIGS, ids=lambda p: str(p.relative_to(ROOT / "configs")))
 def test_every_shipped_config_parses_and_instantiates(config, text_files, tmp_path):
-    cli = SeqDNICLI(CharLM, CharDataModule, run=False,
+    cli = SeqDNICLI(SeqModel, CharDataModule, subclass_mode_model=True, subclass_mode_data=True, run=False,
                     args=["--config", str(config), *data_args(text_files, tmp_path),
                           f"--trainer.default_root_dir={tmp_path}"])
     model = cli.model
@@ -57,10 +58,11 @@ def test_config_sets_differ_only_in_unroll_and_dni():
         base = yaml.safe_load((ROOT / "configs" / folder / "bptt8.yaml").read_text())
         for path in (ROOT / "configs" / folder).glob("*.yaml"):
             cfg = yaml.safe_load(path.read_text())
-            cfg["model"].pop("unroll"), cfg["model"].pop("dni", None), cfg["model"].pop("probe_every", None)
+            args = cfg["model"]["init_args"]
+            args.pop("unroll"), args.pop("dni", None), args.pop("probe_every", None)
             cfg["trainer"]["logger"]["init_args"].pop("name")
             ref = yaml.safe_load(yaml.safe_dump(base))
-            ref["model"].pop("unroll"), ref["trainer"]["logger"]["init_args"].pop("name")
+            ref["model"]["init_args"].pop("unroll"), ref["trainer"]["logger"]["init_args"].pop("name")
             assert cfg == ref, path
 
 
@@ -107,7 +109,7 @@ def test_unknown_config_key_is_named(tmp_path):
 
 
 def test_sampling_is_reproducible_and_rejects_unknown_characters(tmp_path):
-    lm = CharLM(vocab=list("\n_abc"), window=4, unroll=2, embed_dim=4, hidden_size=8, dni=DNIOptions())
+    lm = SeqModel(Task("chars", list("\n_abc")), window=4, unroll=2, embed_dim=4, hidden_size=8, dni=DNIOptions())
     path = tmp_path / "m.ckpt"
     torch.save({"state_dict": lm.state_dict(), "hyper_parameters": dict(lm.hparams), "seqdni": {"format": 1},
                 "pytorch-lightning_version": "2.6.6"}, path)
@@ -120,7 +122,7 @@ def test_sampling_is_reproducible_and_rejects_unknown_characters(tmp_path):
 def test_bad_checkpoints_get_clear_errors(tmp_path):
     with pytest.raises(FileNotFoundError, match="checkpoint not found"):
         load_checkpoint(tmp_path / "missing.ckpt")
-    lm = CharLM(vocab=list("\n_ab"), window=4, unroll=2, embed_dim=4, hidden_size=8)
+    lm = SeqModel(Task("chars", list("\n_ab")), window=4, unroll=2, embed_dim=4, hidden_size=8)
     good = tmp_path / "good.ckpt"
     torch.save({"state_dict": lm.state_dict(), "hyper_parameters": dict(lm.hparams), "seqdni": {"format": 1}}, good)
     truncated = tmp_path / "truncated.ckpt"

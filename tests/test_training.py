@@ -12,7 +12,7 @@ import torch.nn.functional as F
 
 from seqdni.callbacks import LatestCheckpoint
 from seqdni.dni import DNIOptions
-from seqdni.lit import CharLM, NonFiniteLossError
+from seqdni.lit import NonFiniteLossError, SeqModel
 from seqdni.sample import load_checkpoint
 
 
@@ -23,11 +23,11 @@ def trainer(tmp_path, **kw) -> L.Trainer:
     return L.Trainer(**args)
 
 
-def model(dm, seed=0, **kw) -> CharLM:
+def model(dm, seed=0, **kw) -> SeqModel:
     L.seed_everything(seed)
-    args = dict(vocab=dm.symbols, window=dm.window, unroll=4, embed_dim=8, hidden_size=16, lr=1e-2, clip=0.5)
+    args = dict(task=dm.task, window=dm.window, unroll=4, embed_dim=8, hidden_size=16, lr=1e-2, clip=0.5)
     args.update(kw)
-    return CharLM(**args)
+    return SeqModel(**args)
 
 
 def snapshot(params) -> list[torch.Tensor]:
