@@ -28,8 +28,7 @@ import torch.nn.functional as F
 
 from seqdni.data import CharDataModule, StreamBatches
 from seqdni.lit import SeqModel
-from seqdni.model import Task
-from seqdni.model import CharLSTM
+from seqdni.model import CharLSTM, Task
 
 GOAL = 0.95
 
@@ -70,8 +69,8 @@ class BatchClock(L.Callback):
 def run_seqdni(args, ids, vocab, batches: int) -> float:
     """Seconds for batches skip..batches-1 of SeqModel.training_step under lightning.Trainer."""
     torch.manual_seed(args.seed)
-    model = SeqModel(Task("chars", vocab), window=args.window, unroll=args.unroll, embed_dim=args.embed, hidden_size=args.hidden,
-                   clip=args.clip)
+    model = SeqModel(Task("chars", vocab), window=args.window, unroll=args.unroll, embed_dim=args.embed,
+                     hidden_size=args.hidden, clip=args.clip)
     clock = BatchClock(args.skip, batches - 1, args.device)
     cuda = args.device.startswith("cuda")
     devices = [torch.device(args.device).index or 0] if cuda else 1

@@ -21,7 +21,6 @@ from seqdni.tbptt import Carry, Unroller
 from seqdni.vocab import CharVocab
 
 
-
 class NonFiniteLossError(FloatingPointError):
     """Training stopped on a NaN or infinite loss; checkpoints written before it are kept."""
 

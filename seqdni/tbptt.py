@@ -34,7 +34,7 @@ from seqdni.dni import (
     regression_loss,
     true_future_gradient,
 )
-from seqdni.model import CharLSTM, BitLSTM
+from seqdni.model import BitLSTM, CharLSTM
 
 LSTMState = tuple[Tensor, Tensor]
 
