@@ -22,6 +22,7 @@ from torch.autograd.graph import saved_tensors_hooks
 
 from seqdni.data import StreamBatches
 from seqdni.dni import DNIOptions
+from seqdni.lit import adam
 from seqdni.model import CharLSTM
 from seqdni.tbptt import Unroller
 
@@ -41,8 +42,8 @@ class Trainee:
         self.T, self.clip, self.dni = unroll, args.clip, dni
         self.engine = Unroller(CharLSTM(args.vocab, args.embed, args.hidden), dni).to(args.device).train()
         self.core_params, self.sg_params = self.engine.core_parameters(), self.engine.sg_parameters()
-        self.core_opt = torch.optim.Adam(self.core_params, lr=2e-3)
-        self.sg_opt = torch.optim.Adam(self.sg_params, lr=dni.lr) if dni is not None else None
+        self.core_opt = adam(self.core_params, lr=2e-3)
+        self.sg_opt = adam(self.sg_params, lr=dni.lr) if dni is not None else None
         self.carry = self.engine.initial_carry(args.batch, torch.device(args.device))
 
     def step(self, x, y, backward=None):
@@ -110,16 +111,17 @@ def batches(args, ids):
 
 
 def time_run(args, ids, unroll, dni, n: int) -> float:
-    """Wall seconds for batches skip..n-1 of a fresh model."""
+    """Seconds (wall, or this process's CPU time with --clock cpu) for batches skip..n-1 of a fresh model."""
+    clock = time.process_time if args.clock == "cpu" else time.perf_counter
     trainee, t0 = Trainee(args, unroll, dni), 0.0
     for b, (x, y) in enumerate(batches(args, ids)):
         if b == args.skip:
             sync(args.device)
-            t0 = time.perf_counter()
+            t0 = clock()
         trainee.batch(x, y)
         if b == n - 1:
             sync(args.device)
-            return time.perf_counter() - t0
+            return clock() - t0
     raise RuntimeError("the data ran out")
 
 
@@ -158,6 +160,9 @@ def main() -> None:
     p.add_argument("--batches", type=int, default=20, help="batches per timed run (skip included)")
     p.add_argument("--skip", type=int, default=2)
     p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--clock", choices=["wall", "cpu"], default="wall",
+                   help="wall: elapsed time; cpu: this process's CPU time (CPU device, 1 thread), which other "
+                        "jobs on a shared machine disturb far less than wall time")
     p.add_argument("--threads", type=int, default=1,
                    help="torch intra-op threads (0: torch default). 1 by default: on a shared 2-core machine "
                         "two threads wait on each other at every op and timings follow the scheduler")
@@ -195,9 +200,9 @@ def main() -> None:
         ratios["time DNI-8+Aux/BPTT-8"] = us["DNI-8+Aux"] / us["BPTT-8"]
         ratios["memory DNI-8+Aux/BPTT-8"] = mem["DNI-8+Aux"][key] / mem["BPTT-8"][key]
 
-    print(f"device {args.device}, threads {torch.get_num_threads()}, synthetic ids (vocab 50), hidden {args.hidden}, "
-          f"embed {args.embed}, batch {args.batch}, window {args.window}; {args.batches - args.skip} timed batches "
-          f"({chars} chars) per run, {args.repeats} repeats, alternating")
+    print(f"device {args.device}, clock {args.clock}, threads {torch.get_num_threads()}, synthetic ids (vocab 50), "
+          f"hidden {args.hidden}, embed {args.embed}, batch {args.batch}, window {args.window}; "
+          f"{args.batches - args.skip} timed batches ({chars} chars) per run, {args.repeats} repeats, alternating")
     print(f"memory measure: {MEASURES[key]}\n")
     print("| variant | median µs/char | runs µs/char | memory MiB | params + optimiser MiB |")
     print("|---|---:|---|---:|---:|")

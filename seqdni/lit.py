@@ -25,6 +25,12 @@ class NonFiniteLossError(FloatingPointError):
     """Training stopped on a NaN or infinite loss; checkpoints written before it are kept."""
 
 
+def adam(params: list[torch.nn.Parameter], **kw) -> torch.optim.Adam:
+    """Adam with the fused kernel where the parameters allow it (one kernel for all tensors)."""
+    fused = all(p.is_floating_point() and p.device.type in ("cpu", "cuda") for p in params)
+    return torch.optim.Adam(params, fused=fused or None, **kw)
+
+
 class SeqModel(L.LightningModule):
     """An LSTM sequence model trained with truncated BPTT, optionally with DNI.
 
@@ -93,7 +99,7 @@ class SeqModel(L.LightningModule):
     # ---- optimisation -------------------------------------------------------------------
     def configure_optimizers(self):
         h = self.hparams
-        core = torch.optim.Adam(self.engine.core_parameters(), lr=h.lr, weight_decay=h.weight_decay)
+        core = adam(self.engine.core_parameters(), lr=h.lr, weight_decay=h.weight_decay)
         total = self.trainer.max_steps if self.trainer is not None and self.trainer.max_steps > 0 else None
 
         def factor(step: int) -> float:
@@ -107,7 +113,7 @@ class SeqModel(L.LightningModule):
         sched = torch.optim.lr_scheduler.LambdaLR(core, factor)
         optimizers = [core]
         if self.dni is not None:
-            optimizers.append(torch.optim.Adam(self.engine.sg_parameters(), lr=self.dni.lr))
+            optimizers.append(adam(self.engine.sg_parameters(), lr=self.dni.lr))
         return optimizers, [sched]
 
     def on_train_epoch_start(self) -> None:
@@ -189,8 +195,11 @@ class SeqModel(L.LightningModule):
         x, y = self._probe_batch
         warm = max(T, x.size(1) - self.hparams.probe_unrolls * T)
         result = {k: v.item() for k, v in self.engine.probe(x.to(self.device), y.to(self.device), T, warm).items()}
-        for logger in self.loggers:  # straight to the loggers: a sparse metric, not repeated every log step
-            logger.log_metrics(result, step=self.global_step)
+        # Straight to the loggers (a sparse metric, not repeated every log step), on the axis
+        # Lightning logs everything else against: batches, not optimiser steps.
+        step = getattr(self.trainer.fit_loop.epoch_loop, "_batches_that_stepped", self.global_step)
+        for logger in self.loggers:
+            logger.log_metrics(result, step=step)
 
     # ---- evaluation: no synthetic gradients, state carried over the whole split -----------
     def _eval_start(self) -> None:
@@ -239,7 +248,7 @@ class SeqModel(L.LightningModule):
             raise ValueError(f"trainer.precision {self.trainer.precision!r} is not supported; "
                              "use bf16-mixed or 32-true")
         log_dir = self.trainer.log_dir
-        if self.trainer.is_global_zero and log_dir and self.vocab is not None:
+        if self.trainer.is_global_zero and self.trainer.loggers and log_dir and self.vocab is not None:
             Path(log_dir).mkdir(parents=True, exist_ok=True)
             self.vocab.save(Path(log_dir) / "vocab.json")
         dm = self.trainer.datamodule
@@ -258,15 +267,24 @@ class SeqModel(L.LightningModule):
         self._clock = (start, seen)
         if (batch_idx + 1) % max(1, self.trainer.log_every_n_steps) == 0 and now > start:
             self.log("train/chars_per_sec", seen * self.trainer.world_size / (now - start))
+            if self.device.type == "cuda":  # a host-side counter: no device sync
+                self.log("train/cuda_peak_mib", torch.cuda.max_memory_allocated(self.device) / 2**20)
             self._clock = (now, 0)
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
+        # Every rank carries the states of its own streams: under DDP all ranks' carries are
+        # gathered (every rank runs this hook; rank 0 writes the file) and each takes its own back.
         carry = None
         if self.carry is not None:
-            carry = {"state": [t.cpu() for t in self.carry.state], "boundary": self.carry.boundary,
+            world = self.trainer.world_size if self._trainer is not None else 1
+
+            def per_rank(t: torch.Tensor) -> list[torch.Tensor]:
+                return [g.cpu() for g in self.all_gather(t)] if world > 1 else [t.cpu()]
+
+            carry = {"state": [per_rank(t) for t in self.carry.state], "boundary": self.carry.boundary,
                      "kept": None if self.carry.kept is None else
-                     {"state": [t.cpu() for t in self.carry.kept[0]], "x": self.carry.kept[1].cpu()}}
-        checkpoint["seqdni"] = {"format": 1, "class_path": f"{type(self).__module__}.{type(self).__qualname__}",
+                     {"state": [per_rank(t) for t in self.carry.kept[0]], "x": per_rank(self.carry.kept[1])}}
+        checkpoint["seqdni"] = {"format": 2, "class_path": f"{type(self).__module__}.{type(self).__qualname__}",
                                 "carry": carry}
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
@@ -274,5 +292,14 @@ class SeqModel(L.LightningModule):
         if saved is None:
             self.carry = None
             return
-        kept = None if saved["kept"] is None else (tuple(saved["kept"]["state"]), saved["kept"]["x"])
-        self.carry = Carry(tuple(saved["state"]), kept, saved["boundary"])
+        rank = self.trainer.global_rank if self._trainer is not None else 0
+        world = len(saved["state"][0])
+        if self._trainer is not None and self.trainer.world_size != world:
+            raise ValueError(f"the checkpoint carries the streams of {world} rank(s) but this run has "
+                             f"{self.trainer.world_size}; resume with the same number of devices")
+
+        def mine(ts: list[list[torch.Tensor]]) -> tuple[torch.Tensor, ...]:
+            return tuple(t[rank] for t in ts)
+
+        kept = None if saved["kept"] is None else (mine(saved["kept"]["state"]), saved["kept"]["x"][rank])
+        self.carry = Carry(mine(saved["state"]), kept, saved["boundary"])

@@ -32,9 +32,13 @@ class SeqDNICLI(LightningCLI):
 
 
 def main(args: list[str] | None = None) -> SeqDNICLI:
-    args = list(sys.argv[1:] if args is None else args)
-    if not args or args[0] not in SUBCOMMANDS + ("-h", "--help"):
-        args = ["fit", *args]
+    def with_fit(a: list[str]) -> list[str]:
+        return a if a and a[0] in SUBCOMMANDS + ("-h", "--help") else ["fit", *a]
+
+    if args is None:  # from the command line: imply `fit` in sys.argv itself
+        sys.argv[1:] = with_fit(sys.argv[1:])
+    else:
+        args = with_fit(list(args))
     return SeqDNICLI(L.LightningModule, L.LightningDataModule, subclass_mode_model=True, subclass_mode_data=True,
                      args=args, save_config_kwargs={"overwrite": True})
 

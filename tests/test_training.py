@@ -12,7 +12,7 @@ import torch.nn.functional as F
 
 from seqdni.callbacks import LatestCheckpoint
 from seqdni.dni import DNIOptions
-from seqdni.lit import NonFiniteLossError, SeqModel
+from seqdni.lit import NonFiniteLossError, SeqModel, adam
 from seqdni.sample import load_checkpoint
 
 
@@ -57,8 +57,8 @@ def test_check6_lightning_path_equals_plain_pytorch(tmp_path, tiny_data, dni):
     rec = Record()
     trainer(tmp_path, max_steps=12, callbacks=[rec], enable_checkpointing=False).fit(lit, dm)
 
-    core_opt = torch.optim.Adam(plain.core_parameters(), lr=1e-2)
-    sg_opt = torch.optim.Adam(plain.sg_parameters(), lr=dni.lr) if dni else None
+    core_opt = adam(plain.core_parameters(), lr=1e-2)
+    sg_opt = adam(plain.sg_parameters(), lr=dni.lr) if dni else None
     carry, seen = plain.initial_carry(2, torch.device("cpu")), []
     for x, y in dm.train_dataloader():
         for i in range(x.size(1) // 4):

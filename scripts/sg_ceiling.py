@@ -1,0 +1,125 @@
+"""How predictable is the gradient a synthetic-gradient model must predict?
+
+Loads a trained DNI checkpoint, runs its unroll (`seqdni.tbptt.Unroller`, the exact training
+computation, parameters left unchanged) over consecutive training windows, and collects at
+each truncation boundary the state s_t, the bootstrapped target (in M's per-sequence units)
+and M's own prediction M(s_t). It then fits the best *linear* predictor offline (ridge
+regression on the first 80% of boundaries, the ridge chosen on a slice of them) and compares,
+on the held-out 20%:
+
+- `online M`: the checkpoint's synthetic-gradient model;
+- `ridge(s)`: the best linear map from the state, the ceiling for a linear M;
+- `ridge(s, next input)`: the same with the next input one-hot, the ceiling for a
+  conditional linear M;
+- `mean target`: a constant predictor.
+
+Reported per predictor: mean per-example cosine with the target (what `sg/cosine` logs) and
+the explained fraction 1 - |pred - target|^2 / |target|^2 (negative: worse than predicting 0).
+
+    python scripts/sg_ceiling.py --ckpt runs/ptb-cpu/dni8/version_0/checkpoints/latest.ckpt \
+        --data-dir ../shared/data/ptb --unrolls 600 --out sg_ceiling.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+import torch
+import torch.nn.functional as F
+
+from seqdni.data import CharDataModule
+from seqdni.dni import flatten_state
+from seqdni.sample import load_checkpoint
+
+
+def collect(lm, ids: torch.Tensor, rows: int, unrolls: int, warmup: int):
+    T, engine = lm.hparams.unroll, lm.engine
+    length = ids.numel() // rows
+    if warmup + (unrolls + 1) * T + 1 > length:
+        raise ValueError(f"the split is too short for {unrolls} unrolls of {rows} streams; lower --unrolls")
+    grid = ids[: rows * length].view(rows, length).long()
+    carry = engine.initial_carry(rows, torch.device("cpu"))
+    with torch.no_grad():
+        _, state = lm.model(grid[:, :warmup], carry.state)
+    carry.state = state
+    states, targets, preds, nexts = [], [], [], []
+    for u in range(unrolls + 1):
+        a = warmup + u * T
+        x, y = grid[:, a : a + T], grid[:, a + 1 : a + T + 1]
+        s_t = flatten_state(carry.state)
+        out = engine.unroll(x, y, carry)
+        if out.target is not None:
+            with torch.no_grad():
+                cond = lm.model.condition(x[:, 0]) if lm.dni.conditional else None
+                preds.append(engine.sg(s_t, cond))
+            states.append(s_t)
+            targets.append(out.target)
+            nexts.append(x[:, 0])
+        carry = out.carry
+        engine.zero_grad(set_to_none=True)  # gradients are only read, never applied
+    return torch.cat(states), torch.cat(targets), torch.cat(preds), torch.cat(nexts)
+
+
+def scores(pred: torch.Tensor, target: torch.Tensor) -> dict[str, float]:
+    return {"cosine": F.cosine_similarity(pred, target, dim=1).mean().item(),
+            "explained": 1.0 - (pred - target).pow(2).sum().item() / target.pow(2).sum().item()}
+
+
+def ridge(features: torch.Tensor, target: torch.Tensor, train: int) -> tuple[torch.Tensor, float]:
+    """Held-out predictions of the best ridge fit (lambda chosen on the last fifth of `train`)."""
+    X = torch.cat([features, torch.ones(len(features), 1)], dim=1).double()
+    Y = target.double()
+    fit_n = int(0.8 * train)
+
+    def solve(n: int, lam: float) -> torch.Tensor:
+        A = X[:n]
+        return torch.linalg.solve(A.T @ A + lam * n * torch.eye(A.size(1), dtype=A.dtype), A.T @ Y[:n])
+
+    best = max((scores((X[fit_n:train] @ solve(fit_n, lam)).float(), target[fit_n:train])["cosine"], lam)
+               for lam in (1e-3, 1e-2, 1e-1, 1.0, 10.0))
+    return (X[train:] @ solve(train, best[1])).float(), best[1]
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--ckpt", required=True, help="a DNI checkpoint written by seqdni.train")
+    p.add_argument("--data-dir", help="PTB directory (default: $SEQDNI_DATA_DIR)")
+    p.add_argument("--rows", type=int, default=64, help="streams per unroll")
+    p.add_argument("--unrolls", type=int, default=600, help="boundaries per stream")
+    p.add_argument("--warmup", type=int, default=200, help="steps that warm the state up first")
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--out", help="write the results as JSON here")
+    args = p.parse_args()
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    lm = load_checkpoint(args.ckpt).train()
+    if lm.dni is None:
+        raise SystemExit(f"{args.ckpt} was trained without DNI: there is no synthetic-gradient model to assess")
+    dm = CharDataModule(data_dir=args.data_dir)
+    S, G, P, nxt = collect(lm, dm.ids["train"], args.rows, args.unrolls, args.warmup)
+    n = len(S)
+    train = int(0.8 * n)
+    held = G[train:]
+    onehot = F.one_hot(nxt, lm.model.vocab_size).float()
+    fit_s, lam_s = ridge(S, G, train)
+    fit_sx, lam_sx = ridge(torch.cat([S, onehot], dim=1), G, train)
+    results = {
+        "online M": scores(P[train:], held),
+        f"ridge(s), lambda {lam_s:g}": scores(fit_s, held),
+        f"ridge(s, next input), lambda {lam_sx:g}": scores(fit_sx, held),
+        "mean target": scores(G[:train].mean(0, keepdim=True).expand_as(held), held),
+    }
+    print(f"{args.ckpt}: {n} boundaries ({args.rows} streams x {args.unrolls}), held out {n - train}; "
+          f"target norm {held.norm(dim=1).mean():.3f}, M's prediction norm {P[train:].norm(dim=1).mean():.3f}")
+    print("| predictor | cosine | explained |\n|---|---:|---:|")
+    for name, r in results.items():
+        print(f"| {name} | {r['cosine']:.4f} | {r['explained']:.4f} |")
+    if args.out:
+        with open(args.out, "w") as f:
+            json.dump({"ckpt": args.ckpt, "boundaries": n, "held_out": n - train, "results": results,
+                       "args": vars(args)}, f, indent=2)
+
+
+if __name__ == "__main__":
+    main()

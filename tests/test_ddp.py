@@ -1,0 +1,64 @@
+"""Multi-process training (Lightning DDP, gloo on CPU): sharded streams, synchronised models."""
+
+from __future__ import annotations
+
+import os
+import random
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def run(out: Path, mode: str, variant: str) -> None:
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", "MASTER_ADDR": "127.0.0.1",
+           "MASTER_PORT": str(free_port())}
+    res = subprocess.run([sys.executable, str(ROOT / "tests/ddp_worker.py"), str(out), str(out), mode, variant],
+                         cwd=out, env=env, capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr[-3000:]
+
+
+def test_two_gloo_ranks_stay_identical_see_disjoint_streams_and_match_one_process(tmp_path):
+    """DNI + Aux: the core, the SG model and the Aux head all learn from separate backward passes."""
+    variant = "aux"
+    rng = random.Random(0)  # random letters: no two windows of the stream coincide by chance
+    (tmp_path / "train.txt").write_text("".join(rng.choice("abcdefghijklmnopqrstuvwxyz") for _ in range(2000)))
+    (tmp_path / "valid.txt").write_text("".join(rng.choice("abcdefghijklmnopqrstuvwxyz") for _ in range(400)))
+    run(tmp_path, "ddp", variant)
+    run(tmp_path, "single", variant)
+    r0, r1 = (torch.load(tmp_path / f"ddp-rank{r}.pt") for r in (0, 1))
+    one = torch.load(tmp_path / "single-rank0.pt")
+    assert r0["steps"] == r1["steps"] == one["steps"] == 12
+
+    # Every parameter, the SG model's and the Aux head's included, is the same on both ranks.
+    for k in r0["params"]:
+        assert torch.equal(r0["params"][k], r1["params"][k]), k
+
+    # Each rank trained on its own streams: no window in common, and together they are
+    # exactly the windows one process with all the streams trains on.
+    w0, w1 = {tuple(w) for w in r0["windows"]}, {tuple(w) for w in r1["windows"]}
+    assert w0 and w1 and not w0 & w1
+    assert sorted(r0["windows"] + r1["windows"]) == sorted(one["windows"])
+
+    # Averaging gradients over ranks equals one process on all streams: same parameters
+    # (up to the order of floating-point sums), same validation BPC.
+    for k in one["params"]:
+        torch.testing.assert_close(r0["params"][k], one["params"][k], rtol=1e-4, atol=1e-5, msg=k)
+    assert r0["val_bpc"] == pytest.approx(one["val_bpc"], rel=1e-4)
+
+    # The checkpoint keeps every rank's own recurrent state, so a resumed rank continues its streams.
+    saved = torch.load(tmp_path / "ddp.ckpt", weights_only=True)["seqdni"]["carry"]["state"]
+    for i, t in enumerate(saved):
+        assert torch.equal(t[0], r0["carry"][i]) and torch.equal(t[1], r1["carry"][i])
+        assert not torch.equal(t[0], t[1])
