@@ -220,7 +220,8 @@ class SeqModel(L.LightningModule):
         total = self.trainer.strategy.reduce(torch.stack([self._eval_sums[k] for k in keys]), reduce_op="sum")
         metrics = self.model.eval_metrics(dict(zip(keys, total)))
         for i, (name, value) in enumerate(metrics.items()):
-            self.log(f"{stage}/{name}", value.float(), prog_bar=i == 0)
+            # identical on every rank already (summed above): sync_dist only averages equal values
+            self.log(f"{stage}/{name}", value.float(), prog_bar=i == 0, sync_dist=True)
 
     def on_validation_epoch_start(self) -> None:
         self._eval_start()
