@@ -1,0 +1,182 @@
+"""Copy / Repeat Copy grid: task × T ∈ {2,3,4,5} × {BPTT, DNI, DNI+Aux}, the largest N solved.
+
+    python scripts/copy_table.py --steps 15000 --seeds 1 --jobs 1 --out runs/copy-table
+
+Each run is `python -m seqdni.train --config configs/<task>/<name>.yaml --trainer.max_steps S
+--seed_everything k`, logged under OUT/<task>/<name>/seed<k>. A run that finished with the same
+step budget is reused when the script is run again. Writes OUT/results.json, OUT/table.md (our
+score, the mean over seeds, beside the paper's), one PNG of N against steps per run
+(OUT/plots/) and one per task with every run and its validation error (OUT/<task>.png).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+TASKS = ("copy", "repeat-copy")
+UNROLLS = (2, 3, 4, 5)
+VARIANTS = {"bptt": "BPTT", "dni": "DNI", "dni-aux": "DNI + Aux"}
+# Jaderberg et al. 2017, largest sequence length solved (see docs/dni-rnn.md).
+PAPER = {
+    "copy": {2: (7, 16, 16), 3: (8, 14, 17), 4: (10, 18, 19), 5: (8, 18, 18)},
+    "repeat-copy": {2: (7, 39, 39), 3: (5, 33, 59), 4: (19, 39, 67), 5: (23, 59, 59)},
+}
+
+
+def config_name(variant: str, unroll: int) -> str:
+    return f"dni{unroll}-aux" if variant == "dni-aux" else f"{variant}{unroll}"
+
+
+def run_one(task: str, variant: str, unroll: int, seed: int, steps: int, out: Path, extra: list[str]) -> dict:
+    name = config_name(variant, unroll)
+    log_dir = out / task / name / f"seed{seed}"
+    key = {"task": task, "variant": variant, "unroll": unroll, "seed": seed, "steps": steps, "extra": extra}
+    done = log_dir / "done.json"
+    if done.is_file():
+        result = json.loads(done.read_text())
+        if all(result.get(k) == v for k, v in key.items()):
+            return {**result, "reused": True}
+    config = ROOT / "configs" / task / f"{name}.yaml"
+    cmd = [sys.executable, "-m", "seqdni.train", "--config", str(config), f"--trainer.max_steps={steps}",
+           f"--seed_everything={seed}", f"--trainer.logger.init_args.save_dir={out / task}",
+           f"--trainer.logger.init_args.name={name}", f"--trainer.logger.init_args.version=seed{seed}",
+           "--trainer.enable_progress_bar=false", *extra]
+    log_dir.mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    start = time.time()
+    with open(log_dir / "stdout.txt", "w") as log:
+        rc = subprocess.run(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT).returncode
+    curriculum = log_dir / "curriculum.json"
+    record = json.loads(curriculum.read_text()) if curriculum.is_file() else {"solved": None, "history": []}
+    result = {**key, "returncode": rc, "seconds": round(time.time() - start, 1), "solved": record["solved"],
+              "history": record["history"], "command": " ".join(cmd[1:])}
+    if rc == 0:
+        done.write_text(json.dumps(result))
+    print(f"{task:12s} {name:9s} seed {seed}: N = {result['solved']} ({result['seconds']:.0f} s, rc {rc})",
+          flush=True)
+    return result
+
+
+def mean_solved(results: list[dict], task: str, variant: str, unroll: int) -> float | None:
+    scores = [r["solved"] for r in results if (r["task"], r["variant"], r["unroll"]) == (task, variant, unroll)
+              and r["returncode"] == 0 and r["solved"] is not None]
+    return sum(scores) / len(scores) if scores else None
+
+
+def fmt(x: float | None) -> str:
+    return "–" if x is None else (f"{x:.0f}" if float(x).is_integer() else f"{x:.1f}")
+
+
+def table(results: list[dict], tasks, unrolls, variants) -> str:
+    labels = " / ".join(VARIANTS[v] for v in variants)
+    lines = [f"Largest N solved, {labels}: this run (mean over seeds) and the paper.", "",
+             "| task | T | this run | paper |", "| --- | ---: | --- | --- |"]
+    for task in tasks:
+        for t in unrolls:
+            ours = " / ".join(fmt(mean_solved(results, task, v, t)) for v in variants)
+            paper = " / ".join(str(PAPER[task][t][list(VARIANTS).index(v)]) for v in variants)
+            lines.append(f"| {task} | {t} | {ours} | {paper} |")
+    return "\n".join(lines) + "\n"
+
+
+def curve(history: list[dict]) -> tuple[list[int], list[int]]:
+    """Steps and the largest N solved so far, a step function starting at (0, 0)."""
+    steps, solved = [0], [0]
+    for h in history:
+        steps.append(h["step"])
+        solved.append(h["solved"])
+    return steps, solved
+
+
+def plots(results: list[dict], out: Path, tasks, unrolls, variants) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    (out / "plots").mkdir(parents=True, exist_ok=True)
+    for r in results:
+        fig, ax = plt.subplots(figsize=(4, 2.6))
+        ax.step(*curve(r["history"]), where="post")
+        ax.set(xlabel="optimiser steps", ylabel="largest N solved",
+               title=f"{r['task']} {config_name(r['variant'], r['unroll'])} seed {r['seed']}")
+        fig.tight_layout()
+        fig.savefig(out / "plots" / f"{r['task']}-{config_name(r['variant'], r['unroll'])}-seed{r['seed']}.png",
+                    dpi=80)
+        plt.close(fig)
+    colors = {"bptt": "tab:gray", "dni": "tab:blue", "dni-aux": "tab:orange"}
+    offset = {"bptt": -0.06, "dni": 0.0, "dni-aux": 0.06}  # keeps equal curves apart
+    for task in tasks:
+        fig, axes = plt.subplots(2, len(unrolls), figsize=(3 * len(unrolls), 4.6), sharex="col", sharey="row",
+                                 squeeze=False)
+        for col, t in enumerate(unrolls):
+            for r in results:
+                if r["task"] != task or r["unroll"] != t or r["variant"] not in variants:
+                    continue
+                first = r["seed"] == min(q["seed"] for q in results if q["variant"] == r["variant"])
+                style = dict(color=colors[r["variant"]], alpha=0.8, label=VARIANTS[r["variant"]] if first else None)
+                steps, solved = curve(r["history"])
+                axes[0][col].step(steps, [n + offset[r["variant"]] for n in solved], where="post", **style)
+                h = r["history"]
+                axes[1][col].plot([x["step"] for x in h], [max(x["bits_error"], 1e-3) for x in h], lw=0.8, **style)
+            axes[0][col].set(title=f"{task}, T = {t}")
+            axes[1][col].set(xlabel="optimiser steps", yscale="log")
+        axes[0][0].set_ylabel("largest N solved")
+        axes[1][0].set_ylabel("bits wrong per episode\nat the current N")
+        axes[0][0].legend(fontsize=7)
+        fig.tight_layout()
+        fig.savefig(out / f"{task}.png", dpi=80)
+        plt.close(fig)
+
+
+def main(argv: list[str] | None = None) -> dict:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--steps", type=int, required=True, help="optimiser steps per run (trainer.max_steps)")
+    p.add_argument("--seeds", type=int, default=1, help="seeds 1..K per configuration")
+    p.add_argument("--jobs", type=int, default=1, help="runs in parallel (one core each)")
+    p.add_argument("--out", type=Path, default=Path("runs/copy-table"))
+    p.add_argument("--tasks", nargs="+", default=list(TASKS), choices=TASKS)
+    p.add_argument("--unrolls", nargs="+", type=int, default=list(UNROLLS), choices=UNROLLS)
+    p.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
+    p.add_argument("--extra", nargs=argparse.REMAINDER, default=[],
+                   help="further arguments for every run, e.g. --extra --model.hidden_size=128")
+    a = p.parse_args(argv)
+    if a.steps <= 0 or a.seeds <= 0 or a.jobs <= 0:
+        p.error("--steps, --seeds and --jobs must be positive")
+    out = a.out.resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    grid = [(task, v, t, s) for task in a.tasks for t in a.unrolls for v in a.variants for s in range(1, a.seeds + 1)]
+    start = time.time()
+    with ThreadPoolExecutor(a.jobs) as pool:
+        results = list(pool.map(lambda g: run_one(*g, a.steps, out, a.extra), grid))
+    summary = {"steps": a.steps, "seeds": a.seeds, "jobs": a.jobs, "seconds": round(time.time() - start, 1),
+               "run_seconds": round(sum(r["seconds"] for r in results), 1),  # reused runs count their own time
+               "machine": f"{platform.machine()}, {os.cpu_count()} cores, {platform.system()}",
+               "command": " ".join(["python", "scripts/copy_table.py", *(argv if argv is not None else sys.argv[1:])]),
+               "runs": results}
+    (out / "results.json").write_text(json.dumps(summary, indent=1))
+    md = table(results, a.tasks, a.unrolls, a.variants)
+    (out / "table.md").write_text(md)
+    plots(results, out, a.tasks, a.unrolls, a.variants)
+    print(md)
+    failed = [r for r in results if r["returncode"] != 0]
+    for r in failed:
+        print(f"FAILED: {r['task']} {config_name(r['variant'], r['unroll'])} seed {r['seed']}: "
+              f"see {out / r['task'] / config_name(r['variant'], r['unroll']) / ('seed' + str(r['seed']))}/stdout.txt",
+              file=sys.stderr)
+    if failed:
+        sys.exit(1)
+    return summary
+
+
+if __name__ == "__main__":
+    main()
