@@ -73,7 +73,10 @@ class DNIOptions:
         train_core: The regression loss also trains the kept core step that produced
             s_t, not only M. Its gradient is added after the core's clip.
         aux_weight: DNI + Aux when > 0: the kept boundary step also predicts the synthetic
-            gradient emitted T steps later, Â(s_t) ≈ M(s_{t+T}), with this loss weight.
+            gradient emitted T steps later, Â(s_t) ≈ M(s_{t+T}), with this loss weight. Only
+            the boundary step predicts (the paper: every step), because the fused nn.LSTM
+            returns the full state (h, c) at the unroll's end only. The auxiliary loss is part
+            of the core's objective, so the core's clip sees it.
         lr: Learning rate of M's own Adam optimiser.
         clip: Gradient-norm clip of M (separate from the core's clip); 0 disables.
     """

@@ -139,7 +139,9 @@ class SeqModel(L.LightningModule):
             if last:
                 grad_norm = torch.nn.utils.get_total_norm([p.grad for p in self.engine.core_parameters()
                                                            if p.grad is not None])
-            if self.hparams.clip > 0:  # before the SG loss is backpropagated: the core's clip sees LM grads only
+            # Before the SG loss is backpropagated: the core's clip never sees SG-loss gradients
+            # (it does see DNI + Aux's auxiliary loss, which is part of the core's objective).
+            if self.hparams.clip > 0:
                 self.clip_gradients(core_opt, gradient_clip_val=self.hparams.clip, gradient_clip_algorithm="norm")
             if out.sg_loss is not None:
                 self.manual_backward(out.sg_loss)
@@ -293,11 +295,18 @@ class SeqModel(L.LightningModule):
         if saved is None:
             self.carry = None
             return
-        rank = self.trainer.global_rank if self._trainer is not None else 0
-        world = len(saved["state"][0])
-        if self._trainer is not None and self.trainer.world_size != world:
+        if checkpoint["seqdni"].get("format", 1) == 1:  # one rank's carry, tensors unwrapped
+            saved = {"state": [[t] for t in saved["state"]], "boundary": saved["boundary"],
+                     "kept": None if saved["kept"] is None else
+                     {"state": [[t] for t in saved["kept"]["state"]], "x": [saved["kept"]["x"]]}}
+        fitting = self._trainer is not None and self.trainer.state.fn == "fit"
+        if not fitting:  # evaluation and sampling start from the zero state: the carry is not used
+            self.carry = None
+            return
+        rank, world = self.trainer.global_rank, len(saved["state"][0])
+        if self.trainer.world_size != world:
             raise ValueError(f"the checkpoint carries the streams of {world} rank(s) but this run has "
-                             f"{self.trainer.world_size}; resume with the same number of devices")
+                             f"{self.trainer.world_size}; resume training with the same number of devices")
 
         def mine(ts: list[list[torch.Tensor]]) -> tuple[torch.Tensor, ...]:
             return tuple(t[rank] for t in ts)

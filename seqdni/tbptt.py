@@ -163,12 +163,21 @@ class Unroller(nn.Module):
     @torch.no_grad()
     def probe(self, x: Tensor, y: Tensor, unroll: int, warmup: int) -> dict[str, Tensor]:
         """How good is M? Warm up `warmup` steps, then compare M at that boundary with the
-        true future gradient, by BPTT over the rest of the window cut into unrolls."""
+        true future gradient, by BPTT over the rest of the window cut into unrolls.
+
+        The true gradient is the one M is trained towards: with `scale_target` the target's
+        future term is scaled once per unroll, so unroll j after the boundary counts scale**j."""
         state = self.model.init_state(x.size(0), x.device)
         _, state = self.model(x[:, :warmup], state)
         rest = range(warmup, x.size(1), unroll)
-        chunks = [(x[:, i : i + unroll], y[:, i : i + unroll]) for i in rest]
-        true = true_future_gradient(self._mean_loss, state, chunks) * (x.size(0) * unroll)  # per-sequence units
+        chunks = [(j, x[:, i : i + unroll], y[:, i : i + unroll]) for j, i in enumerate(rest)]
+        discount = self.dni.scale if self.dni.scale_target else 1.0
+
+        def weighted(s: LSTMState, chunk: tuple[int, Tensor, Tensor]) -> tuple[Tensor, LSTMState]:
+            loss, s = self._mean_loss(s, chunk[1:])
+            return discount ** chunk[0] * loss, s
+
+        true = true_future_gradient(weighted, state, chunks) * (x.size(0) * unroll)  # per-sequence units
         pred = self.sg(flatten_state(state), self._cond(x[:, warmup]))
         return {"sg/probe_cosine": cosine(pred, true),
                 "sg/probe_norm_ratio": pred.norm(dim=1).mean() / true.norm(dim=1).mean().clamp_min(1e-30)}

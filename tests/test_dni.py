@@ -278,16 +278,21 @@ def test_check7_aux_loss_reaches_the_core_and_weight_zero_is_dni():
     assert diff > 1e-8  # the auxiliary loss changed the core's gradients
 
 
-def test_probe_matches_an_oracle_sg_perfectly():
+@pytest.mark.parametrize("scale_target", [False, True])
+def test_probe_matches_an_oracle_sg_perfectly(scale_target):
+    """The probe's true gradient is what M learns: undiscounted, or with scale_target the
+    second unroll's loss counted scale times (the target's future term is scaled once)."""
     model = make_model()
     x, y = batch(3 * T)
-    e = engine(model, DNIOptions())
+    opts = DNIOptions(scale=0.3, scale_target=scale_target)
+    e = engine(model, opts)
     with torch.no_grad():
         _, s = e.model(x[:, :T], e.model.init_state(B))
+    weight = iter([1.0, opts.scale if scale_target else 1.0])
 
     def mean_loss(state, chunk):
         logits, state = e.model(chunk[0], state)
-        return F.cross_entropy(logits.reshape(-1, V), chunk[1].reshape(-1)), state
+        return next(weight) * F.cross_entropy(logits.reshape(-1, V), chunk[1].reshape(-1)), state
 
     true = true_future_gradient(mean_loss, s, [(x[:, T:2 * T], y[:, T:2 * T]), (x[:, 2 * T:], y[:, 2 * T:])])
     e.sg = Oracle([true * B * T])
