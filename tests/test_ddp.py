@@ -24,6 +24,8 @@ def free_port() -> int:
 def run(out: Path, mode: str, variant: str) -> None:
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", "MASTER_ADDR": "127.0.0.1",
            "MASTER_PORT": str(free_port())}
+    if sys.platform.startswith("linux"):  # gloo over loopback: no dependence on the host name resolving
+        env.setdefault("GLOO_SOCKET_IFNAME", "lo")
     res = subprocess.run([sys.executable, str(ROOT / "tests/ddp_worker.py"), str(out), str(out), mode, variant],
                          cwd=out, env=env, capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, res.stderr[-3000:]
