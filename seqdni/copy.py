@@ -30,6 +30,7 @@ import lightning as L
 import torch
 from torch import Tensor
 
+from seqdni.data import ResumableBatches
 from seqdni.model import Task
 
 Draw = Callable[[torch.Generator, int], Tensor]  # (generator, steps) -> whole episodes, >= steps rows
@@ -70,7 +71,7 @@ def repeat_copy_episodes(n: int, repeats: int, count: int, max_repeats: int, bit
     return x, y
 
 
-class EpisodeStreams:
+class EpisodeStreams(ResumableBatches):
     """Training batches: B endless streams of episodes cut into windows of W columns::
 
         row 0   [lead-in][ episode ][ episode ][ episo|de ][ episode ] ...
@@ -87,15 +88,12 @@ class EpisodeStreams:
 
     def __init__(self, draw: Draw, channels: int, x_dim: int, batch_size: int, window: int, length: int,
                  seed: int, max_lead_in: int):
+        super().__init__(length)
         self.draw, self.channels, self.x_dim = draw, channels, x_dim
-        self.batch_size, self.window, self.length, self.max_lead_in = batch_size, window, length, max_lead_in
+        self.batch_size, self.window, self.max_lead_in = batch_size, window, max_lead_in
         self.gen = torch.Generator().manual_seed(seed)
         self.refill = 4
         self.pending: list[Tensor] = []
-        self._start = self._pos = 0
-
-    def __len__(self) -> int:
-        return self.length
 
     def _fill(self, row: Tensor) -> Tensor:
         short = self.window - row.size(0)
@@ -103,26 +101,23 @@ class EpisodeStreams:
             return row
         return torch.cat([row, self.draw(self.gen, short + (self.refill - 1) * self.window)])
 
-    def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
-        start, self._start = self._start, 0
-        if start == 0:  # a fresh epoch: every row starts with a random blank lead-in
-            leads = torch.randint(0, self.max_lead_in + 1, (self.batch_size,), generator=self.gen).tolist()
-            self.pending = [torch.zeros(k, self.channels) for k in leads]
-        self._pos = start
-        for i in range(start, self.length):
-            rows = [self._fill(r) for r in self.pending]
-            self.pending = [r[self.window :] for r in rows]
-            self._pos = i + 1
-            batch = torch.stack([r[: self.window] for r in rows])
-            yield batch[..., : self.x_dim], batch[..., self.x_dim :]
+    def start_epoch(self) -> None:
+        """A fresh epoch: every row starts with a random blank lead-in."""
+        leads = torch.randint(0, self.max_lead_in + 1, (self.batch_size,), generator=self.gen).tolist()
+        self.pending = [torch.zeros(k, self.channels) for k in leads]
+
+    def batch(self, i: int) -> tuple[Tensor, Tensor]:
+        rows = [self._fill(r) for r in self.pending]
+        self.pending = [r[self.window :] for r in rows]
+        batch = torch.stack([r[: self.window] for r in rows])
+        return batch[..., : self.x_dim], batch[..., self.x_dim :]
 
     def state_dict(self) -> dict:
-        return {"next_batch": self._pos, "generator": self.gen.get_state(),
+        return {**super().state_dict(), "generator": self.gen.get_state(),
                 "pending": [r.clone() for r in self.pending]}
 
     def load_state_dict(self, state: dict) -> None:
-        nxt = int(state.get("next_batch", 0))
-        self._start = self._pos = nxt if nxt < self.length else 0
+        super().load_state_dict(state)
         if "generator" in state:
             self.gen.set_state(state["generator"])
         self.pending = list(state.get("pending", []))

@@ -17,7 +17,46 @@ from seqdni.vocab import CharVocab
 CACHE_VERSION = 1
 
 
-class StreamBatches:
+class ResumableBatches:
+    """A sized loader whose position in the epoch is Lightning-stateful (`state_dict`): a
+    checkpoint taken mid-epoch resumes at the next batch. Lightning does not prefetch from a
+    loader with a length, so "yielded" equals "consumed" when a checkpoint is cut.
+
+    Subclasses set `self.n` (batches per epoch), implement `batch(i)`, and may override
+    `start_epoch()`, called before batch 0 of a fresh (not a resumed) epoch.
+    """
+
+    def __init__(self, n: int):
+        self.n = n
+        self._start = self._pos = 0
+
+    def __len__(self) -> int:
+        return self.n
+
+    def start_epoch(self) -> None:
+        pass
+
+    def batch(self, i: int):
+        raise NotImplementedError
+
+    def __iter__(self) -> Iterator:
+        start, self._start = self._start, 0
+        if start == 0:
+            self.start_epoch()
+        self._pos = start
+        for i in range(start, self.n):
+            self._pos = i + 1
+            yield self.batch(i)
+
+    def state_dict(self) -> dict:
+        return {"next_batch": self._pos}
+
+    def load_state_dict(self, state: dict) -> None:
+        nxt = int(state.get("next_batch", 0))
+        self._start = self._pos = nxt if nxt < self.n else 0
+
+
+class StreamBatches(ResumableBatches):
     """Batches of B contiguous streams, in order, so a recurrent state can be carried.
 
     A split of N ids is cut into B rows of L = N // B ids (the remainder is dropped);
@@ -31,9 +70,7 @@ class StreamBatches:
     batch has exactly W columns; otherwise the last, shorter window is kept so that
     evaluation covers the whole split but for fewer than B ids.
 
-    The position within the epoch is a Lightning-stateful property (`state_dict`), so a
-    checkpoint taken mid-epoch resumes at the next batch. Lightning does not prefetch
-    from a loader with a length, so "yielded" equals "consumed" when a checkpoint is cut.
+    The position within the epoch is resumable (`ResumableBatches`).
     """
 
     def __init__(self, ids: torch.Tensor, batch_size: int, window: int, drop_last: bool = True,
@@ -46,28 +83,12 @@ class StreamBatches:
         self.rows = ids[: rows * length].view(rows, length)[rank * batch_size : (rank + 1) * batch_size]
         self.window = window
         span = length - 1  # the last id of a row is only ever a target
-        self.n = span // window if drop_last else -(-span // window)
-        self._start = 0
-        self._pos = 0
+        super().__init__(span // window if drop_last else -(-span // window))
 
-    def __len__(self) -> int:
-        return self.n
-
-    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        start, self._start = self._start, 0
-        self._pos = start
-        for i in range(start, self.n):
-            self._pos = i + 1
-            a = i * self.window
-            b = min(a + self.window, self.rows.size(1) - 1)
-            yield self.rows[:, a:b].long(), self.rows[:, a + 1 : b + 1].long()
-
-    def state_dict(self) -> dict[str, int]:
-        return {"next_batch": self._pos}
-
-    def load_state_dict(self, state: dict[str, int]) -> None:
-        nxt = int(state.get("next_batch", 0))
-        self._start = self._pos = nxt if nxt < self.n else 0
+    def batch(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        a = i * self.window
+        b = min(a + self.window, self.rows.size(1) - 1)
+        return self.rows[:, a:b].long(), self.rows[:, a + 1 : b + 1].long()
 
 
 class CharDataModule(L.LightningDataModule):

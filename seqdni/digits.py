@@ -13,11 +13,10 @@ that end no segment.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import lightning as L
 import torch
 
+from seqdni.data import ResumableBatches
 from seqdni.model import Task
 
 DIGITS = [str(d) for d in range(10)]
@@ -47,35 +46,17 @@ def digit_stream(rows: int, length: int, seed: int) -> torch.Tensor:
     return torch.randint(0, 10, (rows, length), generator=g, dtype=torch.uint8)
 
 
-class DigitBatches:
-    """Consecutive windows of fixed streams: batch i is columns [iW, iW + W) of every row.
-
-    Like `seqdni.data.StreamBatches`, the position in the epoch is Lightning-stateful, so a
-    checkpoint taken mid-epoch resumes at the next batch.
-    """
+class DigitBatches(ResumableBatches):
+    """Consecutive windows of fixed streams: batch i is columns [iW, iW + W) of every row,
+    resumable mid-epoch like `seqdni.data.StreamBatches`."""
 
     def __init__(self, digits: torch.Tensor, targets: torch.Tensor, window: int):
+        super().__init__(-(-digits.size(1) // window))
         self.digits, self.targets, self.window = digits, targets, window
-        self.n = -(-digits.size(1) // window)
-        self._start = self._pos = 0
 
-    def __len__(self) -> int:
-        return self.n
-
-    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        start, self._start = self._start, 0
-        self._pos = start
-        for i in range(start, self.n):
-            self._pos = i + 1
-            a = i * self.window
-            yield self.digits[:, a : a + self.window].long(), self.targets[:, a : a + self.window]
-
-    def state_dict(self) -> dict[str, int]:
-        return {"next_batch": self._pos}
-
-    def load_state_dict(self, state: dict[str, int]) -> None:
-        nxt = int(state.get("next_batch", 0))
-        self._start = self._pos = nxt if nxt < self.n else 0
+    def batch(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        a = i * self.window
+        return self.digits[:, a : a + self.window].long(), self.targets[:, a : a + self.window]
 
 
 class DigitStreams(L.LightningDataModule):
