@@ -36,7 +36,7 @@ from torch import Tensor, nn
 from seqdni.dni import DNIOptions, detach_state
 from seqdni.interface import Interface, check_options
 from seqdni.lit import SeqModel
-from seqdni.model import CharLSTM, Task
+from seqdni.model import CharLSTM, Task, check_generation, sample_next
 from seqdni.tbptt import Carry, UnrollOut
 
 Message = Literal["bptt", "cut", "dni"]
@@ -130,18 +130,11 @@ class HierLSTM(nn.Module):
     def generate(self, prime: Tensor, length: int, temperature: float = 1.0, top_k: int | None = None,
                  generator: torch.Generator | None = None) -> Tensor:
         """Warm the state on `prime` (1-D ids, at least one), then sample `length` ids."""
-        if prime.numel() == 0:
-            raise ValueError("generation needs at least one prime id")
-        if temperature <= 0:
-            raise ValueError(f"temperature must be > 0, got {temperature}")
+        check_generation(prime, temperature)
         feats, state = self.core(prime.view(1, -1), self.init_state(1, prime.device))
         phase, out = prime.numel() % self.tick, []
         for _ in range(length):
-            scaled = self.logits(feats[:, -1]) / temperature
-            if top_k is not None and top_k < scaled.size(-1):
-                kth = torch.topk(scaled, top_k, dim=-1).values[..., -1:]
-                scaled = scaled.masked_fill(scaled < kth, float("-inf"))
-            nxt = torch.multinomial(torch.softmax(scaled, dim=-1), 1, generator=generator)
+            nxt = sample_next(self.logits(feats[:, -1]), temperature, top_k, generator)
             out.append(nxt)
             feats, state = self.core(nxt, state, phase)
             phase = (phase + 1) % self.tick

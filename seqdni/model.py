@@ -125,19 +125,12 @@ class CharLSTM(_LSTMNet):
     def generate(self, prime: Tensor, length: int, temperature: float = 1.0, top_k: int | None = None,
                  generator: torch.Generator | None = None) -> Tensor:
         """Warm the state on `prime` (1-D ids, at least one), then sample `length` ids."""
-        if prime.numel() == 0:
-            raise ValueError("generation needs at least one prime id")
-        if temperature <= 0:
-            raise ValueError(f"temperature must be > 0, got {temperature}")
+        check_generation(prime, temperature)
         logits, state = self(prime.view(1, -1))
         last = logits[:, -1]
         out = []
         for _ in range(length):
-            scaled = last / temperature
-            if top_k is not None and top_k < scaled.size(-1):
-                kth = torch.topk(scaled, top_k, dim=-1).values[..., -1:]
-                scaled = scaled.masked_fill(scaled < kth, float("-inf"))
-            nxt = torch.multinomial(torch.softmax(scaled, dim=-1), 1, generator=generator)
+            nxt = sample_next(last, temperature, top_k, generator)
             out.append(nxt)
             logits, state = self(nxt, state)
             last = logits[:, -1]
@@ -186,6 +179,23 @@ class BitLSTM(_LSTMNet):
     def eval_metrics(sums: dict[str, Tensor]) -> dict[str, Tensor]:
         episodes = sums["episodes"].clamp_min(1)
         return {"bits_error": sums["wrong"] / episodes, "loss_bits": sums["nats"] / episodes / LN2}
+
+
+def check_generation(prime: Tensor, temperature: float) -> None:
+    if prime.numel() == 0:
+        raise ValueError("generation needs at least one prime id")
+    if temperature <= 0:
+        raise ValueError(f"temperature must be > 0, got {temperature}")
+
+
+def sample_next(logits: Tensor, temperature: float = 1.0, top_k: int | None = None,
+                generator: torch.Generator | None = None) -> Tensor:
+    """One id per row from (B, V) logits: softmax at `temperature`, optionally among the top k."""
+    scaled = logits / temperature
+    if top_k is not None and top_k < scaled.size(-1):
+        kth = torch.topk(scaled, top_k, dim=-1).values[..., -1:]
+        scaled = scaled.masked_fill(scaled < kth, float("-inf"))
+    return torch.multinomial(torch.softmax(scaled, dim=-1), 1, generator=generator)
 
 
 def build_network(task: Task, embed_dim: int, hidden_size: int, num_layers: int = 1,
