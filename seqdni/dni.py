@@ -72,11 +72,12 @@ class DNIOptions:
         conditional: M also reads the next input (the first character after the boundary).
         train_core: The regression loss also trains the kept core step that produced
             s_t, not only M. Its gradient is added after the core's clip.
-        aux_weight: DNI + Aux when > 0: the kept boundary step also predicts the synthetic
-            gradient emitted T steps later, Â(s_t) ≈ M(s_{t+T}), with this loss weight. Only
-            the boundary step predicts (the paper: every step), because the fused nn.LSTM
-            returns the full state (h, c) at the unroll's end only. The auxiliary loss is part
-            of the core's objective, so the core's clip sees it.
+        aux_weight: DNI + Aux when > 0: every step also predicts the synthetic gradient
+            emitted T steps later, Â(s_τ) ≈ M(s_{τ+T}), with this loss weight. The targets of
+            an unroll's steps are known one unroll later, when that unroll is recomputed with
+            the current parameters; both run step by step, since the fused nn.LSTM returns
+            the full state (h, c) at the unroll's end only. The auxiliary loss is part of the
+            core's objective, so the core's clip sees it.
         lr: Learning rate of M's own Adam optimiser.
         clip: Gradient-norm clip of M (separate from the core's clip); 0 disables.
     """
@@ -99,7 +100,8 @@ class DNIOptions:
 
     @property
     def keeps_core(self) -> bool:
-        """Whether the previous unroll's last core step is kept (T + 1 steps in memory)."""
+        """Whether core steps of the previous unroll are kept for recomputation: its last
+        step (`train_core`, T + 1 steps in memory) or all of them (Aux, 2T steps)."""
         return self.train_core or self.aux_weight > 0
 
 

@@ -1,9 +1,10 @@
 """Recurrent networks: input encoder -> LSTM core -> linear head, with the task's loss.
 
 A network is what `seqdni.tbptt.Unroller` drives. Its protocol:
-`init_state(B)`, `core(x, state) -> (out, state)`, `loss(out, y)` (mean per step over
-the unroll's B·T positions), `condition(x_step)` (what conditional DNI reads),
-`state_size`, `cond_size`, and for evaluation `eval_sums` / `eval_metrics`.
+`init_state(B)`, `core(x, state) -> (out, state)`, `core_steps` (the same, also returning
+every step's state), `loss(out, y)` (mean per step over the unroll's B·T positions),
+`condition(x_step)` (what conditional DNI reads), `state_size`, `cond_size`, and for
+evaluation `eval_sums` / `eval_metrics`.
 """
 
 from __future__ import annotations
@@ -72,6 +73,20 @@ class _LSTMNet(nn.Module):
     def core(self, x: Tensor, state: tuple[Tensor, Tensor]) -> tuple[Tensor, tuple[Tensor, Tensor]]:
         """Inputs (B, T, ...) and state -> top-layer outputs (B, T, H) and the new state."""
         return self.lstm(self.encode(x), state)
+
+    def core_steps(self, x: Tensor, state: tuple[Tensor, Tensor]
+                   ) -> tuple[Tensor, tuple[Tensor, Tensor], tuple[Tensor, Tensor]]:
+        """`core` one step at a time, also returning every step's full state (h, c), each
+        (layers, T·B, H) in time-major order. Slower than the fused unroll: only DNI + Aux,
+        which reads and predicts at every step, needs it."""
+        e = self.encode(x)
+        outs, hs, cs = [], [], []
+        for i in range(e.size(1)):
+            o, state = self.lstm(e[:, i : i + 1], state)
+            outs.append(o)
+            hs.append(state[0])
+            cs.append(state[1])
+        return torch.cat(outs, dim=1), state, (torch.cat(hs, dim=1), torch.cat(cs, dim=1))
 
     def logits(self, out: Tensor) -> Tensor:
         return self.head(self.drop(out))

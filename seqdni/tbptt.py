@@ -10,10 +10,13 @@ predicts in per-sequence units, the gradient of the *sum* of one sequence's futu
 losses, so that its targets do not shrink with the batch size or the unroll length.
 The injection divides M by n = B·T and the target is multiplied by n.
 
-Memory under DNI: when the kept core is needed (`train_core` or Aux), the previous
-unroll's last core step is recomputed from its stored input (s_{t-1}, x_t) with the
-current parameters, i.e. T + 1 core steps are held; otherwise M(s_t) is evaluated on the
-detached boundary state and only T steps are held.
+Memory under DNI: with `train_core` the previous unroll's last core step is recomputed
+from its stored input (s_{t-1}, x_t) with the current parameters, so T + 1 core steps are
+held; otherwise M(s_t) is evaluated on the detached boundary state and only T steps are
+held. DNI + Aux trains every step τ of the previous unroll towards M(s_{τ+T}), whose
+states are this unroll's: it recomputes that whole unroll from its stored start state and
+inputs (2T steps held), and runs both unrolls step by step, because the fused nn.LSTM
+returns the full state (h, c) at the unroll's end only.
 """
 
 from __future__ import annotations
@@ -44,7 +47,7 @@ class Carry:
     """What crosses a truncation boundary."""
 
     state: LSTMState  # s_t, detached
-    kept: tuple[LSTMState, Tensor] | None = None  # (s_{t-1}, x_t): input of the kept core step
+    kept: tuple[LSTMState, Tensor] | None = None  # (state, inputs) that recompute the kept steps
     boundary: bool = False  # s_t ended an unroll, so a prediction M(s_t) awaits its target
 
     def to(self, device: torch.device) -> Carry:
@@ -92,22 +95,37 @@ class Unroller(nn.Module):
         """Conditional DNI: the next input, as the network presents it (one-hot ids, vectors)."""
         return self.model.condition(x_step) if self.dni is not None and self.dni.conditional else None
 
-    def _kept_step(self, carry: Carry) -> Tensor | None:
-        """Recompute the previous unroll's last core step with the current parameters."""
+    def _cond_steps(self, x: Tensor, y: Tensor) -> Tensor | None:
+        """Conditional DNI at every step: the input after each step, rows in time-major order."""
+        if not (self.dni is not None and self.dni.conditional):
+            return None
+        after = self.model.condition(torch.cat([x[:, 1:], self.model.next_input(y).unsqueeze(1)], dim=1))
+        return after.transpose(0, 1).reshape(-1, after.size(-1))
+
+    def _recompute_kept(self, carry: Carry) -> Tensor | None:
+        """The previous unroll's kept steps, recomputed with the current parameters from their
+        stored input: flattened states, (K·B, d) in time-major order, the last being s_t."""
         if carry.kept is None or not carry.boundary:
             return None
-        (s_prev, x_last) = carry.kept
-        _, s_t = self.model.core(x_last, s_prev)
-        return flatten_state(s_t)
+        s_start, xs = carry.kept
+        if xs.size(1) == 1:
+            return flatten_state(self.model.core(xs, s_start)[1])
+        return flatten_state(self.model.core_steps(xs, s_start)[2])
 
     def unroll(self, x: Tensor, y: Tensor, carry: Carry, backward=_backward) -> UnrollOut:
         """Forward and backward of one unroll of T = x.size(1) steps."""
-        opts, sg = self.dni, self.sg
-        keep = opts is not None and opts.keeps_core
+        opts, sg, aux = self.dni, self.sg, self.aux
         want_target = sg is not None and carry.boundary
         s_t = detach_state(carry.state, requires_grad=want_target)  # leaf: collects ∂J_k/∂s_t
+        batch, steps = y.size(0), y.size(1)
+        redo = self._recompute_kept(carry) if opts is not None and opts.keeps_core else None
 
-        if keep:  # split off the last step, whose input is kept for the next unroll
+        states = None  # every step's flattened state: DNI + Aux predicts M at each of them
+        if aux is not None:  # Aux keeps the whole unroll: each step gets a target next unroll
+            out, s_end, per_step = self.model.core_steps(x, s_t)
+            states = flatten_state(per_step)
+            kept = (detach_state(s_t), x)
+        elif opts is not None and opts.train_core:  # split off the last step and keep its input
             s_prev, outs = s_t, []
             if x.size(1) > 1:
                 out_a, s_prev = self.model.core(x[:, :-1], s_t)
@@ -120,22 +138,29 @@ class Unroller(nn.Module):
             kept = None
         loss = self.model.loss(out, y)
         objective, stats = loss, {}
-        n = y.size(0) * y.size(1)  # positions the mean runs over: per-sequence units <-> mean-loss units
+        n = batch * steps  # positions the mean runs over: per-sequence units <-> mean-loss units
 
         if sg is not None:
             with torch.no_grad():  # M(s_{t+T}) is only ever used as a constant
-                sg_next = sg(flatten_state(s_end), self._cond(self.model.next_input(y)) if opts.conditional else None)
+                if states is None:
+                    sg_next = sg(flatten_state(s_end), self._cond(self.model.next_input(y)) if opts.conditional else None)
+                else:  # M(s_τ) at every step of this unroll: the Aux targets of the previous one
+                    sg_steps = sg(states.detach(), self._cond_steps(x, y))
+                    sg_next = sg_steps[-batch:]
             objective = objective + boundary_injection(s_end, sg_next, opts.scale / n)
             stats["sg/injected_norm"] = (opts.scale * sg_next.detach()).norm(dim=1).mean()
-            if self.aux is not None:
-                flat_kept = self._kept_step(carry)
-                if flat_kept is not None:  # Â(s_t) ≈ M(s_{t+T}), trained into the kept core step
-                    aux_loss = regression_loss(self.aux(flat_kept), sg_next)
-                    objective = objective + opts.aux_weight * aux_loss
-                    stats["sg/aux_loss"] = aux_loss.detach()
+            if aux is not None and redo is not None:  # Â(s_τ) ≈ M(s_{τ+T}) for the previous unroll's steps
+                m = min(redo.size(0), sg_steps.size(0))
+                aux_pred, aux_target = aux(redo[-m:]), sg_steps[-m:]
+                aux_loss = regression_loss(aux_pred, aux_target)
+                objective = objective + opts.aux_weight * aux_loss
+                stats["sg/aux_loss"] = aux_loss.detach()
+                stats["sg/aux_cosine"] = cosine(aux_pred.detach(), aux_target)
 
         second_pass = want_target and not opts.scale_target and opts.scale != 1.0
-        backward(objective, retain_graph=second_pass)
+        # with Aux and train_core, the SG loss later backpropagates through the recomputed steps too
+        shared = want_target and opts.train_core and aux is not None and redo is not None
+        backward(objective, retain_graph=second_pass or shared)
 
         sg_loss = target = None
         if want_target:
@@ -143,8 +168,9 @@ class Unroller(nn.Module):
             if second_pass:  # add the unscaled remainder (1 - scale) J^T M(s_{t+T})
                 rest = torch.autograd.grad(boundary_injection(s_end, sg_next, 1.0), s_t)
                 target = target + (1.0 - opts.scale) * flatten_state(rest)
-            flat_in = self._kept_step(carry) if opts.train_core else None
-            if flat_in is None:
+            if opts.train_core and redo is not None:  # M reads the kept core step s_t
+                flat_in = redo[-batch:]
+            else:
                 flat_in = flatten_state(s_t).detach()
             prediction = sg(flat_in, self._cond(x[:, 0]))  # M(s_t); x[:, 0] followed the boundary
             sg_loss = regression_loss(prediction, target)
