@@ -143,7 +143,8 @@ class Unroller(nn.Module):
         if sg is not None:
             with torch.no_grad():  # M(s_{t+T}) is only ever used as a constant
                 if states is None:
-                    sg_next = sg(flatten_state(s_end), self._cond(self.model.next_input(y)) if opts.conditional else None)
+                    cond = self._cond(self.model.next_input(y)) if opts.conditional else None
+                    sg_next = sg(flatten_state(s_end), cond)
                 else:  # M(s_τ) at every step of this unroll: the Aux targets of the previous one
                     sg_steps = sg(states.detach(), self._cond_steps(x, y))
                     sg_next = sg_steps[-batch:]
