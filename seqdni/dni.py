@@ -36,7 +36,8 @@ def as_tuple(state: State) -> tuple[Tensor, ...]:
 
 def flatten_state(state: State, batch_dim: int = 1) -> Tensor:
     """A state as one (batch, features) matrix: the input and output layout of M."""
-    return torch.cat([t.movedim(batch_dim, 0).flatten(1) for t in as_tuple(state)], dim=1)
+    parts = [t.movedim(batch_dim, 0).flatten(1) for t in as_tuple(state)]
+    return parts[0] if len(parts) == 1 else torch.cat(parts, dim=1)
 
 
 def unflatten_state(flat: Tensor, like: State, batch_dim: int = 1) -> State:

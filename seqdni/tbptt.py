@@ -36,6 +36,7 @@ from seqdni.dni import (
     flatten_state,
     regression_loss,
     true_future_gradient,
+    unflatten_state,
 )
 from seqdni.model import BitLSTM, CharLSTM
 
@@ -103,14 +104,25 @@ class Unroller(nn.Module):
         return after.transpose(0, 1).reshape(-1, after.size(-1))
 
     def _recompute_kept(self, carry: Carry) -> Tensor | None:
-        """The previous unroll's kept steps, recomputed with the current parameters from their
-        stored input: flattened states, (K·B, d) in time-major order, the last being s_t."""
+        """DNI + Aux: the previous unroll's kept steps, recomputed with the current parameters
+        from their stored input: flattened states, (K·B, d) in time-major order, the last s_t."""
         if carry.kept is None or not carry.boundary:
             return None
         s_start, xs = carry.kept
-        if xs.size(1) == 1:
-            return flatten_state(self.model.core(xs, s_start)[1])
         return flatten_state(self.model.core_steps(xs, s_start)[2])
+
+    def _kept_step(self, carry: Carry, redo: Tensor | None) -> Tensor:
+        """`train_core`: s_t recomputed by the kept core step alone, from the (detached) state
+        before it, so the regression loss trains that one step."""
+        s_before, xs = carry.kept
+        if xs.size(1) > 1:  # Aux kept the whole unroll: start from the state before its last step
+            b = xs.size(0)
+            if redo is not None:
+                s_before = unflatten_state(redo[-2 * b : -b], s_before)
+            else:
+                with torch.no_grad():
+                    s_before = self.model.core(xs[:, :-1], s_before)[1]
+        return flatten_state(self.model.core(xs[:, -1:], detach_state(s_before))[1])
 
     def unroll(self, x: Tensor, y: Tensor, carry: Carry, backward=_backward) -> UnrollOut:
         """Forward and backward of one unroll of T = x.size(1) steps."""
@@ -118,7 +130,7 @@ class Unroller(nn.Module):
         want_target = sg is not None and carry.boundary
         s_t = detach_state(carry.state, requires_grad=want_target)  # leaf: collects ∂J_k/∂s_t
         batch, steps = y.size(0), y.size(1)
-        redo = self._recompute_kept(carry) if opts is not None and opts.keeps_core else None
+        redo = self._recompute_kept(carry) if aux is not None else None
 
         states = None  # every step's flattened state: DNI + Aux predicts M at each of them
         if aux is not None:  # Aux keeps the whole unroll: each step gets a target next unroll
@@ -141,14 +153,14 @@ class Unroller(nn.Module):
         n = batch * steps  # positions the mean runs over: per-sequence units <-> mean-loss units
 
         if sg is not None:
+            flat_end = flatten_state(s_end) if states is None else states[-batch:]  # s_{t+T}, with its graph
             with torch.no_grad():  # M(s_{t+T}) is only ever used as a constant
                 if states is None:
-                    cond = self._cond(self.model.next_input(y)) if opts.conditional else None
-                    sg_next = sg(flatten_state(s_end), cond)
+                    sg_next = sg(flat_end, self._cond(self.model.next_input(y)) if opts.conditional else None)
                 else:  # M(s_τ) at every step of this unroll: the Aux targets of the previous one
-                    sg_steps = sg(states.detach(), self._cond_steps(x, y))
+                    sg_steps = sg(states, self._cond_steps(x, y))
                     sg_next = sg_steps[-batch:]
-            objective = objective + boundary_injection(s_end, sg_next, opts.scale / n)
+            objective = objective + boundary_injection(flat_end, sg_next, opts.scale / n, batch_dim=0)
             stats["sg/injected_norm"] = (opts.scale * sg_next.detach()).norm(dim=1).mean()
             if aux is not None and redo is not None:  # Â(s_τ) ≈ M(s_{τ+T}) for the previous unroll's steps
                 m = min(redo.size(0), sg_steps.size(0))
@@ -159,9 +171,7 @@ class Unroller(nn.Module):
                 stats["sg/aux_cosine"] = cosine(aux_pred.detach(), aux_target)
 
         second_pass = want_target and not opts.scale_target and opts.scale != 1.0
-        # with Aux and train_core, the SG loss later backpropagates through the recomputed steps too
-        shared = want_target and opts.train_core and aux is not None and redo is not None
-        backward(objective, retain_graph=second_pass or shared)
+        backward(objective, retain_graph=second_pass)
 
         sg_loss = target = None
         if want_target:
@@ -169,8 +179,8 @@ class Unroller(nn.Module):
             if second_pass:  # add the unscaled remainder (1 - scale) J^T M(s_{t+T})
                 rest = torch.autograd.grad(boundary_injection(s_end, sg_next, 1.0), s_t)
                 target = target + (1.0 - opts.scale) * flatten_state(rest)
-            if opts.train_core and redo is not None:  # M reads the kept core step s_t
-                flat_in = redo[-batch:]
+            if opts.train_core and carry.kept is not None:  # M reads the kept core step's s_t
+                flat_in = self._kept_step(carry, redo)
             else:
                 flat_in = flatten_state(s_t).detach()
             prediction = sg(flat_in, self._cond(x[:, 0]))  # M(s_t); x[:, 0] followed the boundary

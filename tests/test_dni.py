@@ -217,22 +217,33 @@ def test_option_scale_target_changes_the_target_only():
     assert not torch.allclose(res[True][0][1].target, res[False][0][1].target)
 
 
-def test_option_train_core_sends_the_sg_loss_into_the_kept_core_step_only():
+@pytest.mark.parametrize("aux_weight", [0.0, 0.5])
+def test_option_train_core_sends_the_sg_loss_into_the_kept_core_step_only(aux_weight):
     model = make_model()
     x, y = batch(2 * T)
     out = {}
     for tc in (False, True):
-        e = engine(model, DNIOptions(train_core=tc))
+        torch.manual_seed(3)  # the same aux head
+        e = engine(model, DNIOptions(train_core=tc, aux_weight=aux_weight))
         randomize(e.sg)
         outs, g_lm = run(e, x, y, 2)
         e.zero_grad(set_to_none=True)
         outs[1].sg_loss.backward()
-        out[tc] = (g_lm, grads(e.model.parameters()), grads(e.sg.parameters()))
+        out[tc] = (g_lm, grads(e.model.parameters()), grads(e.sg.parameters()), e, outs[1].target)
     for a, b in zip(out[False][0], out[True][0]):  # the language-model gradients do not change
         torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
     assert all(g.abs().max() == 0 for g in out[False][1])  # off: the SG loss never touches the core
-    assert max(g.abs().max() for g in out[True][1]) > 0  # on: it trains the kept core step
     assert max(g.abs().max() for g in out[True][2]) > 0
+    # on: the SG loss trains exactly the kept core step, s_t = core(x_T, s_{T-1}) with s_{T-1} fixed
+    e, target = out[True][3], out[True][4]
+    with torch.no_grad():
+        s_before = e.model.core(x[:, : T - 1], e.model.init_state(B))[1]
+    s_t = e.model.core(x[:, T - 1 : T], s_before)[1]
+    ref = torch.autograd.grad(regression_loss(e.sg(flatten_state(s_t)), target), list(e.model.parameters()),
+                              allow_unused=True)
+    for got, r in zip(out[True][1], ref):
+        torch.testing.assert_close(got, r if r is not None else torch.zeros_like(got), rtol=1e-10, atol=1e-13)
+    assert max(g.abs().max() for g in out[True][1]) > 0
 
 
 def test_option_conditional_feeds_the_next_input_to_the_sg_model():
@@ -276,38 +287,40 @@ def test_core_steps_equals_the_fused_core_and_returns_every_state():
 
 @pytest.mark.parametrize("conditional", [False, True])
 def test_check7_aux_loss_trains_every_step_towards_m_one_unroll_later(conditional):
-    """DNI + Aux: in unroll 2 the auxiliary loss is Σ_τ ||Â(s_τ) - M(s_{τ+T})||² over every step τ
-    of unroll 1 (mean over steps and sequences), and its gradient reaches the core through
-    all of unroll 1's steps: both checked against an independent autograd computation."""
+    """DNI + Aux: in unroll 3 the auxiliary loss is Σ_τ ||Â(s_τ) - M(s_{τ+T})||² over every step τ
+    of unroll 2 (mean over steps and sequences), and its gradient reaches the core through all
+    of unroll 2's steps, which start from the state unroll 1 left: both checked against an
+    independent autograd computation."""
     model = make_model()
-    x, y = batch(2 * T)
+    x, y = batch(3 * T)
     w = 0.7
     e = engine(model, DNIOptions(aux_weight=w, conditional=conditional))
     randomize(e.sg)
-    outs, g_aux = run(e, x, y, 2, zero_between=True)
+    outs, g_aux = run(e, x, y, 3, zero_between=True)
     plain = engine(model, DNIOptions(conditional=conditional))
     randomize(plain.sg)
-    _, g_dni = run(plain, x, y, 2, zero_between=True)
+    _, g_dni = run(plain, x, y, 3, zero_between=True)
 
-    m, s0 = e.model, e.model.init_state(B)
-    s_1 = [flatten_state(m.core(x[:, : j + 1], s0)[1]) for j in range(T)]  # unroll 1, with graph
+    m = e.model
     with torch.no_grad():
-        s_T = m.core(x[:, :T], s0)[1]
-        s_2 = [flatten_state(m.core(x[:, T : T + j + 1], s_T)[1]) for j in range(T)]  # s_{τ+T}
-        cond = [F.one_hot(y[:, T + j], V).double() if conditional else None for j in range(T)]
-        target = torch.cat([e.sg(s, c) for s, c in zip(s_2, cond)])
-    aux_loss = regression_loss(e.aux(torch.cat(s_1)), target)
+        s_T = m.core(x[:, :T], m.init_state(B))[1]  # where unroll 2 starts
+        s_2T = m.core(x[:, T : 2 * T], s_T)[1]
+        s_3 = [flatten_state(m.core(x[:, 2 * T : 2 * T + j + 1], s_2T)[1]) for j in range(T)]  # s_{τ+T}
+        cond = [F.one_hot(y[:, 2 * T + j], V).double() if conditional else None for j in range(T)]
+        target = torch.cat([e.sg(s, c) for s, c in zip(s_3, cond)])
+    s_2 = [flatten_state(m.core(x[:, T : T + j + 1], s_T)[1]) for j in range(T)]  # unroll 2, with graph
+    aux_loss = regression_loss(e.aux(torch.cat(s_2)), target)
     params = list(m.parameters()) + list(e.aux.parameters())
     g_ref = torch.autograd.grad(w * aux_loss, params, allow_unused=True)
 
     assert "sg/aux_loss" not in outs[0].stats  # unroll 1's targets are not known yet
-    torch.testing.assert_close(outs[1].stats["sg/aux_loss"], aux_loss.detach(), rtol=1e-10, atol=1e-14)
+    torch.testing.assert_close(outs[2].stats["sg/aux_loss"], aux_loss.detach(), rtol=1e-10, atol=1e-14)
     for got, dni, ref in zip(g_aux, g_dni, g_ref):  # core: DNI's gradient plus the Aux term
         torch.testing.assert_close(got - dni, ref if ref is not None else torch.zeros_like(got), rtol=1e-7, atol=1e-11)
     for p, ref in zip(e.aux.parameters(), g_ref[len(g_aux):]):
         torch.testing.assert_close(p.grad, ref, rtol=1e-10, atol=1e-13)
     # the early steps matter: the loss is not the boundary step's alone
-    boundary_only = regression_loss(e.aux(s_1[-1]), target[-B:]).detach()
+    boundary_only = regression_loss(e.aux(s_2[-1]), target[-B:]).detach()
     assert not torch.allclose(boundary_only, aux_loss.detach())
     assert max(r.abs().max() for r in g_ref[: len(g_aux)] if r is not None) > 1e-6
 
