@@ -23,7 +23,7 @@ import torch
 from torch.autograd.graph import saved_tensors_hooks
 
 from seqdni.data import StreamBatches
-from seqdni.dni import DNIOptions, regression_loss
+from seqdni.dni import DNIOptions, diagnostics, regression_loss
 from seqdni.lit import adam
 from seqdni.model import CharLSTM
 from seqdni.tbptt import Unroller
@@ -63,11 +63,15 @@ class Trainee:
         self.core_opt.step()
         self.core_opt.zero_grad(set_to_none=True)
         self.carry = out.carry
-        return out.loss
+        return out
 
     def batch(self, x, y):
-        losses = [self.step(x[:, i : i + self.T], y[:, i : i + self.T]) for i in range(0, x.size(1), self.T)]
-        if not torch.isfinite(torch.stack(losses).mean()):  # one host sync per batch, as in training_step
+        outs = [self.step(x[:, i : i + self.T], y[:, i : i + self.T]) for i in range(0, x.size(1), self.T)]
+        compared = [(o.prediction, o.target) for o in outs if o.prediction is not None]
+        if compared:  # M's diagnostics once per batch, as in training_step
+            preds, targets = zip(*compared)
+            diagnostics(torch.cat(preds), torch.cat(targets))
+        if not torch.isfinite(torch.stack([o.loss for o in outs]).mean()):  # one host sync per batch
             raise FloatingPointError("non-finite loss")
 
     def state_bytes(self) -> int:

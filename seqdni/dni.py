@@ -169,3 +169,11 @@ def true_future_gradient(unroll: Callable[[State, object], tuple[Tensor, State]]
 def cosine(a: Tensor, b: Tensor, eps: float = 1e-12) -> Tensor:
     """Mean over the batch of per-example cosine similarity."""
     return (torch.nn.functional.cosine_similarity(a, b, dim=1, eps=eps)).mean()
+
+
+def diagnostics(prediction: Tensor, target: Tensor, prefix: str = "sg") -> dict[str, Tensor]:
+    """How M's predictions compare with their targets, over any number of rows (one boundary's
+    batch, or all boundaries of a batch window at once): mean norms and mean cosine."""
+    p, t = prediction.detach(), target.detach()
+    return {f"{prefix}/pred_norm": p.norm(dim=1).mean(), f"{prefix}/target_norm": t.norm(dim=1).mean(),
+            f"{prefix}/cosine": cosine(p, t)}

@@ -27,7 +27,7 @@ from seqdni.dni import (
     SyntheticGradient,
     bootstrapped_target,
     boundary_injection,
-    cosine,
+    diagnostics,
     flatten_state,
     regression_loss,
 )
@@ -77,7 +77,5 @@ class Interface(nn.Module):
         inputs = torch.cat([self._rows(leaf, batch_dim).detach() for leaf in leaves])
         pred = self.sg(inputs, None if conds is None else torch.cat(conds))
         loss = regression_loss(pred, target)
-        p, t = pred.detach(), target.detach()
-        stats = {f"sg/{self.name}/loss": loss.detach(), f"sg/{self.name}/pred_norm": p.norm(dim=1).mean(),
-                 f"sg/{self.name}/target_norm": t.norm(dim=1).mean(), f"sg/{self.name}/cosine": cosine(p, t)}
-        return loss, stats, t
+        stats = {f"sg/{self.name}/loss": loss.detach(), **diagnostics(pred, target, f"sg/{self.name}")}
+        return loss, stats, target.detach()

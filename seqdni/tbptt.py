@@ -63,6 +63,7 @@ class UnrollOut:
     carry: Carry
     stats: dict[str, Tensor] = field(default_factory=dict)  # detached diagnostics
     target: Tensor | None = None  # bootstrapped target for M(s_t), flattened, detached
+    prediction: Tensor | None = None  # M(s_t), detached: `seqdni.dni.diagnostics` compares the two
 
 
 def _backward(t: Tensor, retain_graph: bool = False) -> None:
@@ -161,7 +162,6 @@ class Unroller(nn.Module):
                     sg_steps = sg(states, self._cond_steps(x, y))
                     sg_next = sg_steps[-batch:]
             objective = objective + boundary_injection(flat_end, sg_next, opts.scale / n, batch_dim=0)
-            stats["sg/injected_norm"] = (opts.scale * sg_next.detach()).norm(dim=1).mean()
             if aux is not None and redo is not None:  # Â(s_τ) ≈ M(s_{τ+T}) for the previous unroll's steps
                 m = min(redo.size(0), sg_steps.size(0))
                 aux_pred, aux_target = aux(redo[-m:]), sg_steps[-m:]
@@ -173,7 +173,7 @@ class Unroller(nn.Module):
         second_pass = want_target and not opts.scale_target and opts.scale != 1.0
         backward(objective, retain_graph=second_pass)
 
-        sg_loss = target = None
+        sg_loss = target = prediction = None
         if want_target:
             target = bootstrapped_target(s_t) * n
             if second_pass:  # add the unscaled remainder (1 - scale) J^T M(s_{t+T})
@@ -185,12 +185,11 @@ class Unroller(nn.Module):
                 flat_in = flatten_state(s_t).detach()
             prediction = sg(flat_in, self._cond(x[:, 0]))  # M(s_t); x[:, 0] followed the boundary
             sg_loss = regression_loss(prediction, target)
-            pred, tgt = prediction.detach(), target.detach()
-            stats.update({"sg/loss": sg_loss.detach(), "sg/pred_norm": pred.norm(dim=1).mean(),
-                          "sg/target_norm": tgt.norm(dim=1).mean(), "sg/cosine": cosine(pred, tgt)})
+            stats["sg/loss"] = sg_loss.detach()
 
         new = Carry(detach_state(s_end), kept, boundary=True)
-        return UnrollOut(loss.detach(), sg_loss, new, stats, None if target is None else target.detach())
+        return UnrollOut(loss.detach(), sg_loss, new, stats, None if target is None else target.detach(),
+                         None if prediction is None else prediction.detach())
 
     def _mean_loss(self, state: LSTMState, chunk: tuple[Tensor, Tensor]) -> tuple[Tensor, LSTMState]:
         x, y = chunk

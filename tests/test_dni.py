@@ -16,6 +16,7 @@ from seqdni.dni import (
     boundary_injection,
     cosine,
     detach_state,
+    diagnostics,
     flatten_state,
     regression_loss,
     true_future_gradient,
@@ -337,6 +338,19 @@ def test_check7_aux_weight_zero_is_dni():
     assert e0.aux is None and all("sg/aux_loss" not in o.stats for o in outs)
     for a, b in zip(g0, g_dni):
         assert torch.equal(a, b)
+
+
+def test_diagnostics_over_a_window_are_the_mean_over_its_boundaries():
+    g = torch.Generator().manual_seed(0)
+    preds = [torch.randn(B, 10, generator=g, dtype=torch.float64) for _ in range(3)]
+    targets = [p + torch.randn(B, 10, generator=g, dtype=torch.float64) for p in preds]
+    window = diagnostics(torch.cat(preds), torch.cat(targets))
+    each = [diagnostics(p, t) for p, t in zip(preds, targets)]
+    assert set(window) == {"sg/pred_norm", "sg/target_norm", "sg/cosine"}
+    for key, value in window.items():
+        torch.testing.assert_close(value, torch.stack([d[key] for d in each]).mean())
+    assert 0 < window["sg/cosine"] < 1
+    assert diagnostics(preds[0], -2 * preds[0], "sg/x")["sg/x/cosine"].item() == pytest.approx(-1.0)
 
 
 @pytest.mark.parametrize("scale_target", [False, True])
