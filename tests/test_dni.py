@@ -132,6 +132,43 @@ def test_check2_oracle_sg_recovers_bptt_over_two_unrolls():
         torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
 
 
+def test_the_dni_functions_drive_a_plain_gru_outside_the_unroller():
+    """seqdni.dni on a core whose state is one tensor (nn.GRU's h), in a hand-written loop:
+    with the true future gradient injected at the first boundary, two unrolls give BPTT's
+    gradients over 2T, and the bootstrapped target read at that boundary is that gradient."""
+    torch.manual_seed(0)
+    gru, head = nn.GRU(3, 5, batch_first=True).double(), nn.Linear(5, 2).double()
+    params = list(gru.parameters()) + list(head.parameters())
+    x, y = torch.randn(B, 2 * T, 3, dtype=torch.float64), torch.randn(B, 2 * T, 2, dtype=torch.float64)
+    h0 = torch.zeros(1, B, 5, dtype=torch.float64)
+
+    def unroll(h, chunk):
+        out, h = gru(chunk[0], h)
+        return (head(out) - chunk[1]).pow(2).mean(), h
+
+    first, second = (x[:, :T], y[:, :T]), (x[:, T:], y[:, T:])
+    l1, h1 = unroll(h0, first)
+    (l1 + unroll(h1, second)[0]).backward()
+    g_bptt = grads(params)
+
+    delta = true_future_gradient(unroll, h1, [second])
+    assert delta.shape == (B, 5) and delta.abs().max() > 0
+    for p in params:
+        p.grad = None
+    l1, h1 = unroll(detach_state(h0), first)
+    (l1 + boundary_injection(h1, delta)).backward()
+    s = detach_state(h1, requires_grad=True)
+    l2, h2 = unroll(s, second)
+    (l2 + boundary_injection(h2, torch.zeros_like(delta))).backward()
+    for a, b in zip(g_bptt, grads(params)):
+        torch.testing.assert_close(b, a, rtol=1e-10, atol=1e-13)
+    torch.testing.assert_close(bootstrapped_target(s), delta, rtol=1e-10, atol=1e-13)
+
+    sg = SyntheticGradient(5).double()
+    regression_loss(sg(flatten_state(s).detach()), bootstrapped_target(s)).backward()
+    assert sg.net[0].weight.grad.abs().max() > 0  # M learns from the target
+
+
 @pytest.mark.parametrize("scale,scale_target", [(1.0, True), (0.1, True), (0.1, False)])
 def test_check3_target_is_local_gradient_plus_jacobian_transpose_times_sg(scale, scale_target):
     model = make_model()
