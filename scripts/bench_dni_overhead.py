@@ -23,10 +23,10 @@ import torch
 from torch.autograd.graph import saved_tensors_hooks
 
 from seqdni.data import StreamBatches
-from seqdni.dni import DNIOptions, diagnostics, regression_loss
+from seqdni.dni import DNIOptions, regression_loss
 from seqdni.lit import adam
 from seqdni.model import CharLSTM
-from seqdni.tbptt import Unroller
+from seqdni.tbptt import Unroller, window_diagnostics
 
 GOALS = {"time DNI-8/BPTT-8": 1.10, "memory DNI-8/BPTT-8": 1.15, "memory DNI-8/BPTT-40": 0.4}
 MEASURES = {
@@ -67,10 +67,7 @@ class Trainee:
 
     def batch(self, x, y):
         outs = [self.step(x[:, i : i + self.T], y[:, i : i + self.T]) for i in range(0, x.size(1), self.T)]
-        compared = [(o.prediction, o.target) for o in outs if o.prediction is not None]
-        if compared:  # M's diagnostics once per batch, as in training_step
-            preds, targets = zip(*compared)
-            diagnostics(torch.cat(preds), torch.cat(targets))
+        window_diagnostics(outs)  # M's diagnostics once per batch, as in training_step
         if not torch.isfinite(torch.stack([o.loss for o in outs]).mean()):  # one host sync per batch
             raise FloatingPointError("non-finite loss")
 

@@ -99,12 +99,6 @@ class DNIOptions:
         if self.scale <= 0:
             raise ValueError(f"model.dni.scale must be > 0, got {self.scale}")
 
-    @property
-    def keeps_core(self) -> bool:
-        """Whether core steps of the previous unroll are kept for recomputation: its last
-        step (`train_core`, T + 1 steps in memory) or all of them (Aux, 2T steps)."""
-        return self.train_core or self.aux_weight > 0
-
 
 class SyntheticGradient(nn.Module):
     """M: flattened state (and optionally a conditioning vector) -> estimated ∂future/∂state.

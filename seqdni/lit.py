@@ -15,9 +15,9 @@ from typing import Literal
 import lightning as L
 import torch
 
-from seqdni.dni import DNIOptions, diagnostics
+from seqdni.dni import DNIOptions
 from seqdni.model import LN2, Task, build_network
-from seqdni.tbptt import Carry, Unroller
+from seqdni.tbptt import Carry, Unroller, window_diagnostics
 from seqdni.vocab import CharVocab
 
 
@@ -131,7 +131,7 @@ class SeqModel(L.LightningModule):
             self.carry = self.engine.initial_carry(x.size(0), x.device)
         elif self.carry.state[0].device != x.device:
             self.carry = self.carry.to(x.device)
-        losses, stats, compared = [], [], []
+        outs = []
         for i in range(x.size(1) // T):
             out = self.engine.unroll(x[:, i * T : (i + 1) * T], y[:, i * T : (i + 1) * T], self.carry,
                                      backward=self._backward)
@@ -156,15 +156,10 @@ class SeqModel(L.LightningModule):
             core_opt.zero_grad(set_to_none=True)
             sched.step()
             self.carry = out.carry
-            losses.append(out.loss)
-            stats.append(out.stats)
-            if out.prediction is not None:
-                compared.append((out.prediction, out.target))
+            outs.append(out)
 
-        if compared:  # M against its targets, over all of this window's boundaries at once
-            preds, targets = zip(*compared)
-            stats.append(diagnostics(torch.cat(preds), torch.cat(targets)))
-        loss = torch.stack(losses).mean()
+        stats = [o.stats for o in outs] + [window_diagnostics(outs)]  # M's, over all the window's boundaries
+        loss = torch.stack([o.loss for o in outs]).mean()
         if not torch.isfinite(loss):  # one host sync per batch window, not per step
             self._stop_on_non_finite(batch_idx)
         if self.task.kind == "chars":

@@ -68,7 +68,8 @@ class _LSTMNet(nn.Module):
         return z, z.clone()
 
     def encode(self, x: Tensor) -> Tensor:
-        raise NotImplementedError
+        """Inputs -> the LSTM's input vectors, by the subclass's `embed`."""
+        return self.embed(x)
 
     def core(self, x: Tensor, state: tuple[Tensor, Tensor]) -> tuple[Tensor, tuple[Tensor, Tensor]]:
         """Inputs (B, T, ...) and state -> top-layer outputs (B, T, H) and the new state."""
@@ -110,9 +111,6 @@ class CharLSTM(_LSTMNet):
     @property
     def cond_size(self) -> int:
         return self.vocab_size
-
-    def encode(self, x: Tensor) -> Tensor:
-        return self.embed(x)
 
     def condition(self, x_step: Tensor) -> Tensor:
         """Conditional DNI reads the next input, one-hot."""
@@ -168,9 +166,6 @@ class BitLSTM(_LSTMNet):
     @property
     def cond_size(self) -> int:
         return self.input_size
-
-    def encode(self, x: Tensor) -> Tensor:
-        return self.embed(x)
 
     def condition(self, x_step: Tensor) -> Tensor:
         return x_step.float()

@@ -33,10 +33,10 @@ from seqdni.dni import (
     boundary_injection,
     cosine,
     detach_state,
+    diagnostics,
     flatten_state,
     regression_loss,
     true_future_gradient,
-    unflatten_state,
 )
 from seqdni.model import BitLSTM, CharLSTM
 
@@ -64,6 +64,15 @@ class UnrollOut:
     stats: dict[str, Tensor] = field(default_factory=dict)  # detached diagnostics
     target: Tensor | None = None  # bootstrapped target for M(s_t), flattened, detached
     prediction: Tensor | None = None  # M(s_t), detached: `seqdni.dni.diagnostics` compares the two
+
+
+def window_diagnostics(outs: list[UnrollOut]) -> dict[str, Tensor]:
+    """M against its targets over all boundaries of a batch window at once (none: empty)."""
+    pairs = [(o.prediction, o.target) for o in outs if o.prediction is not None]
+    if not pairs:
+        return {}
+    preds, targets = zip(*pairs)
+    return diagnostics(torch.cat(preds), torch.cat(targets))
 
 
 def _backward(t: Tensor, retain_graph: bool = False) -> None:
@@ -112,17 +121,13 @@ class Unroller(nn.Module):
         s_start, xs = carry.kept
         return flatten_state(self.model.core_steps(xs, s_start)[2])
 
-    def _kept_step(self, carry: Carry, redo: Tensor | None) -> Tensor:
+    def _kept_step(self, carry: Carry) -> Tensor:
         """`train_core`: s_t recomputed by the kept core step alone, from the (detached) state
         before it, so the regression loss trains that one step."""
         s_before, xs = carry.kept
-        if xs.size(1) > 1:  # Aux kept the whole unroll: start from the state before its last step
-            b = xs.size(0)
-            if redo is not None:
-                s_before = unflatten_state(redo[-2 * b : -b], s_before)
-            else:
-                with torch.no_grad():
-                    s_before = self.model.core(xs[:, :-1], s_before)[1]
+        if xs.size(1) > 1:  # Aux kept the whole unroll: first reach the state before its last step
+            with torch.no_grad():
+                s_before = self.model.core(xs[:, :-1], s_before)[1]
         return flatten_state(self.model.core(xs[:, -1:], detach_state(s_before))[1])
 
     def unroll(self, x: Tensor, y: Tensor, carry: Carry, backward=_backward) -> UnrollOut:
@@ -180,7 +185,7 @@ class Unroller(nn.Module):
                 rest = torch.autograd.grad(boundary_injection(s_end, sg_next, 1.0), s_t)
                 target = target + (1.0 - opts.scale) * flatten_state(rest)
             if opts.train_core and carry.kept is not None:  # M reads the kept core step's s_t
-                flat_in = self._kept_step(carry, redo)
+                flat_in = self._kept_step(carry)
             else:
                 flat_in = flatten_state(s_t).detach()
             prediction = sg(flat_in, self._cond(x[:, 0]))  # M(s_t); x[:, 0] followed the boundary

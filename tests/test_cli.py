@@ -7,11 +7,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import lightning as L
 import pytest
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from seqdni.data import CharDataModule
 from seqdni.dni import DNIOptions
 from seqdni.lit import SeqModel
 from seqdni.model import Task
@@ -29,6 +29,12 @@ def data_args(text_files, tmp_path) -> list[str]:
             "--data.download=false"]
 
 
+def instantiate(config: Path, tmp_path: Path, *args: str) -> SeqDNICLI:
+    """A config as `python -m seqdni.train` builds it, without running: `.model`, `.datamodule`."""
+    return SeqDNICLI(L.LightningModule, L.LightningDataModule, subclass_mode_model=True, subclass_mode_data=True,
+                     run=False, args=["--config", str(config), *args, f"--trainer.default_root_dir={tmp_path}"])
+
+
 def run_cli(module: str, args: list[str], cwd: Path) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     return subprocess.run([sys.executable, "-m", module, *args], cwd=cwd, env=env, capture_output=True, text=True,
@@ -37,9 +43,7 @@ def run_cli(module: str, args: list[str], cwd: Path) -> subprocess.CompletedProc
 
 @pytest.mark.parametrize("config", CONFIGS, ids=lambda p: str(p.relative_to(ROOT / "configs")))
 def test_every_shipped_config_parses_and_instantiates(config, text_files, tmp_path):
-    cli = SeqDNICLI(SeqModel, CharDataModule, subclass_mode_model=True, subclass_mode_data=True, run=False,
-                    args=["--config", str(config), *data_args(text_files, tmp_path),
-                          f"--trainer.default_root_dir={tmp_path}"])
+    cli = instantiate(config, tmp_path, *data_args(text_files, tmp_path))
     model = cli.model
     assert model.hparams.window % model.hparams.unroll == 0
     assert model.vocab.symbols == cli.datamodule.symbols  # linked, not typed twice

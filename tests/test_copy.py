@@ -14,6 +14,7 @@ import pytest
 import torch
 import yaml
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from test_cli import instantiate
 
 from seqdni.callbacks import LatestCheckpoint
 from seqdni.copy import (
@@ -26,7 +27,6 @@ from seqdni.copy import (
 )
 from seqdni.dni import DNIOptions
 from seqdni.lit import SeqModel
-from seqdni.train import SeqDNICLI
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = sorted([*(ROOT / "configs/copy").glob("*.yaml"), *(ROOT / "configs/repeat-copy").glob("*.yaml")])
@@ -196,8 +196,7 @@ def test_config_grid_is_complete_and_sets_differ_only_in_unroll_and_dni():
 
 @pytest.mark.parametrize("config", CONFIGS, ids=lambda p: str(p.relative_to(ROOT / "configs")))
 def test_every_copy_config_parses_and_instantiates(config, tmp_path):
-    cli = SeqDNICLI(SeqModel, L.LightningDataModule, subclass_mode_model=True, subclass_mode_data=True, run=False,
-                    args=["--config", str(config), f"--trainer.default_root_dir={tmp_path}"])
+    cli = instantiate(config, tmp_path)
     model, dm = cli.model, cli.datamodule
     name = config.stem
     assert model.hparams.window % model.hparams.unroll == 0

@@ -13,17 +13,14 @@ import torch
 import torch.nn.functional as F
 import yaml
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-from test_cli import data_args, run_cli
+from test_cli import data_args, instantiate, run_cli
 from test_two_timescale import Oracle
 
 from seqdni.callbacks import LatestCheckpoint
-from seqdni.data import CharDataModule
 from seqdni.dni import DNIOptions, flatten_state
 from seqdni.hier import HierLM, HierLSTM, HierUnroller
-from seqdni.lit import SeqModel
 from seqdni.model import Task
 from seqdni.sample import sample
-from seqdni.train import SeqDNICLI
 
 ROOT = Path(__file__).resolve().parents[1]
 V, B = 7, 3
@@ -242,9 +239,7 @@ HIER_CONFIGS = sorted((ROOT / "configs").glob("ptb*/hier-*.yaml"))
 
 @pytest.mark.parametrize("config", HIER_CONFIGS, ids=lambda p: str(p.relative_to(ROOT / "configs")))
 def test_hier_configs_instantiate(config, text_files, tmp_path):
-    cli = SeqDNICLI(SeqModel, CharDataModule, subclass_mode_model=True, subclass_mode_data=True, run=False,
-                    args=["--config", str(config), *data_args(text_files, tmp_path),
-                          f"--trainer.default_root_dir={tmp_path}"])
+    cli = instantiate(config, tmp_path, *data_args(text_files, tmp_path))
     model = cli.model
     assert isinstance(model, HierLM) and model.vocab.symbols == cli.datamodule.symbols
     kind = config.stem.split("-")[1]

@@ -227,15 +227,12 @@ CONFIGS = sorted((ROOT / "configs/two-timescale").glob("*.yaml"))
 
 def test_configs_instantiate_and_differ_only_in_the_regime(tmp_path):
     import yaml
-
-    from seqdni.lit import SeqModel
-    from seqdni.train import SeqDNICLI
+    from test_cli import instantiate
 
     assert {p.stem for p in CONFIGS} >= {"bptt", "cut", "dni"}
     base = yaml.safe_load((ROOT / "configs/two-timescale/bptt.yaml").read_text())
     for path in CONFIGS:
-        cli = SeqDNICLI(SeqModel, L.LightningDataModule, subclass_mode_model=True, subclass_mode_data=True,
-                        run=False, args=["--config", str(path), f"--trainer.default_root_dir={tmp_path}"])
+        cli = instantiate(path, tmp_path)
         assert isinstance(cli.model, TwoTimescale) and cli.model.period == cli.datamodule.period == 4
         assert cli.model.regime == path.stem.split("-")[0]
         cfg = yaml.safe_load(path.read_text())
