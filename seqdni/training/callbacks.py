@@ -1,7 +1,8 @@
-"""Callbacks: an always-latest checkpoint for resuming, and text samples in TensorBoard."""
+"""Callbacks: an always-latest checkpoint for resuming, text samples in TensorBoard, the Copy curriculum."""
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -9,7 +10,7 @@ import lightning as L
 import torch
 from lightning.pytorch.callbacks import Checkpoint
 
-from seqdni.vocab import render
+from seqdni.data.vocab import render
 
 
 class LatestCheckpoint(Checkpoint):
@@ -95,7 +96,7 @@ class SampleText(L.Callback):
         gen = torch.Generator(device=pl_module.device).manual_seed(step)
         was_training = pl_module.training
         pl_module.eval()
-        ids = pl_module.model.generate(prime, self.length, self.temperature, generator=gen)
+        ids = pl_module.net.generate(prime, self.length, self.temperature, generator=gen)
         pl_module.train(was_training)
         text = render(text + vocab.decode(ids.tolist()))
         for logger in trainer.loggers:
@@ -103,3 +104,78 @@ class SampleText(L.Callback):
             if hasattr(experiment, "add_text"):
                 # Markdown in TensorBoard: keep line breaks visible.
                 experiment.add_text("sample", "    " + text.replace("\n", "\n    "), step)
+
+
+class Curriculum(L.Callback):
+    """Raises the data module's level N when validation says the current level is solved.
+
+    After each validation, N counts as solved when `val/bits_error` (wrong bits per
+    episode) is below `threshold`; after `patience` solved validations in a row the level
+    goes up by one. `curriculum/level` and `curriculum/solved` go to the loggers, and the
+    history is written to `<log_dir>/curriculum.json` (read by `scripts/copy_table.py`).
+    The score of a run is the largest N solved.
+
+    Args:
+        threshold: Wrong bits per episode below which a validation counts as solved.
+        patience: Solved validations in a row needed to advance.
+        max_level: Stop training once this level is solved; 0 never stops.
+        monitor: The metric compared with the threshold.
+    """
+
+    def __init__(self, threshold: float = 0.15, patience: int = 1, max_level: int = 0,
+                 monitor: str = "val/bits_error"):
+        super().__init__()
+        if threshold <= 0 or patience <= 0 or max_level < 0:
+            raise ValueError(f"Curriculum needs threshold > 0, patience > 0 and max_level >= 0, "
+                             f"got {threshold}, {patience}, {max_level}")
+        self.threshold, self.patience, self.max_level, self.monitor = threshold, patience, max_level, monitor
+        self.streak, self.solved, self.history = 0, 0, []
+
+    @staticmethod
+    def _data(trainer: L.Trainer) :
+        dm = trainer.datamodule
+        if not hasattr(dm, "level"):
+            raise ValueError(f"Curriculum needs a data module with a `level` (seqdni.data.CopyDataModule), "
+                             f"got {type(dm).__name__}; remove the callback for this task")
+        return dm
+
+    def on_fit_start(self, trainer, pl_module) -> None:
+        self._data(trainer)
+
+    def on_validation_end(self, trainer, pl_module) -> None:
+        if trainer.sanity_checking or trainer.state.fn != "fit":
+            return
+        if self.monitor not in trainer.callback_metrics:
+            raise KeyError(f"Curriculum monitors {self.monitor!r}, which validation did not log; "
+                           f"logged: {sorted(trainer.callback_metrics)}")
+        dm, error = self._data(trainer), float(trainer.callback_metrics[self.monitor])
+        level = dm.level
+        self.streak = self.streak + 1 if error < self.threshold else 0
+        if self.streak >= self.patience:
+            self.solved, self.streak = max(self.solved, level), 0
+            dm.level = level + 1
+            if self.max_level and self.solved >= self.max_level:
+                trainer.should_stop = True
+        step = trainer.global_step
+        self.history.append({"step": step, "level": level, "bits_error": error, "solved": self.solved})
+        # On the axis Lightning logs val/bits_error against (batches); the history keeps optimiser steps.
+        loop = getattr(getattr(trainer, "fit_loop", None), "epoch_loop", None)
+        batches = getattr(loop, "_batches_that_stepped", step)
+        metrics = {"curriculum/level": float(level), "curriculum/solved": float(self.solved)}
+        for logger in trainer.loggers:
+            logger.log_metrics(metrics, step=batches)
+        if trainer.is_global_zero and trainer.log_dir:
+            path = Path(trainer.log_dir) / "curriculum.json"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_name(path.name + ".tmp")
+            tmp.write_text(json.dumps({"task": dm.task.name, "unroll": pl_module.hparams.get("unroll"),
+                                       "dni": pl_module.hparams.get("dni"), "solved": self.solved,
+                                       "threshold": self.threshold, "history": self.history}))
+            tmp.replace(path)
+
+    def state_dict(self) -> dict:
+        return {"streak": self.streak, "solved": self.solved, "history": self.history}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        self.streak, self.solved = int(state_dict["streak"]), int(state_dict["solved"])
+        self.history = list(state_dict.get("history", []))

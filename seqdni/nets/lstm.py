@@ -1,49 +1,22 @@
-"""Recurrent networks: input encoder -> LSTM core -> linear head, with the task's loss.
+"""LSTM networks: input encoder -> fused LSTM core -> linear head, with the task's loss.
 
-A network is what `seqdni.tbptt.Unroller` drives. Its protocol:
-`init_state(B)`, `core(x, state) -> (out, state)`, `core_steps` (the same, also returning
-every step's state), `loss(out, y)` (mean per step over the unroll's B·T positions),
-`condition(x_step)` (what conditional DNI reads), `state_size`, `cond_size`, and for
-evaluation `eval_sums` / `eval_metrics`.
+`CharLSTM` (characters in, a distribution over the next character out) and `BitLSTM` (bit
+vectors in, independent bits out) implement the network protocol (`seqdni.nets.protocol`),
+including what the flat engine needs for DNI: `core_steps`, `state_size`, `condition`,
+`cond_size`, `next_input`.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from seqdni.nets.sampling import check_generation, sample_next
+
 LN2 = math.log(2.0)
-
-
-@dataclass
-class Task:
-    """What a data module asks of the model; the CLI links it from `data.task`.
-
-    Args:
-        name: The task's name (`chars`, `copy`, `repeat-copy`, ...).
-        symbols: Ordered vocabulary of a character task: inputs are ids, the loss is
-            cross-entropy, the metric bits per character.
-        input_size: Width of an input vector (bit tasks; 0 for character tasks).
-        output_size: Bits predicted per step (bit tasks; 0 for character tasks). The target
-            tensor then has `output_size + 2` channels: bits, loss mask, episode end.
-    """
-
-    name: str = "chars"
-    symbols: list[str] = field(default_factory=list)
-    input_size: int = 0
-    output_size: int = 0
-
-    @property
-    def kind(self) -> str:
-        return "chars" if self.symbols else "bits"
-
-    def __post_init__(self) -> None:
-        if not self.symbols and (self.input_size <= 0 or self.output_size <= 0):
-            raise ValueError(f"task {self.name!r} needs either symbols or positive input_size and output_size")
 
 
 class _LSTMNet(nn.Module):
@@ -134,6 +107,11 @@ class CharLSTM(_LSTMNet):
     def eval_metrics(sums: dict[str, Tensor]) -> dict[str, Tensor]:
         return {"bpc": sums["nats"] / sums["count"] / LN2}
 
+    @staticmethod
+    def train_metrics(loss: Tensor) -> dict[str, Tensor]:
+        """The training loss (mean nats per character) as it is logged: bits per character."""
+        return {"train/bpc": loss / LN2}
+
     @torch.no_grad()
     def generate(self, prime: Tensor, length: int, temperature: float = 1.0, top_k: int | None = None,
                  generator: torch.Generator | None = None) -> Tensor:
@@ -186,30 +164,10 @@ class BitLSTM(_LSTMNet):
                 "episodes": end.sum().double()}
 
     @staticmethod
+    def train_metrics(loss: Tensor) -> dict[str, Tensor]:
+        return {"train/loss": loss}
+
+    @staticmethod
     def eval_metrics(sums: dict[str, Tensor]) -> dict[str, Tensor]:
         episodes = sums["episodes"].clamp_min(1)
         return {"bits_error": sums["wrong"] / episodes, "loss_bits": sums["nats"] / episodes / LN2}
-
-
-def check_generation(prime: Tensor, temperature: float) -> None:
-    if prime.numel() == 0:
-        raise ValueError("generation needs at least one prime id")
-    if temperature <= 0:
-        raise ValueError(f"temperature must be > 0, got {temperature}")
-
-
-def sample_next(logits: Tensor, temperature: float = 1.0, top_k: int | None = None,
-                generator: torch.Generator | None = None) -> Tensor:
-    """One id per row from (B, V) logits: softmax at `temperature`, optionally among the top k."""
-    scaled = logits / temperature
-    if top_k is not None and top_k < scaled.size(-1):
-        kth = torch.topk(scaled, top_k, dim=-1).values[..., -1:]
-        scaled = scaled.masked_fill(scaled < kth, float("-inf"))
-    return torch.multinomial(torch.softmax(scaled, dim=-1), 1, generator=generator)
-
-
-def build_network(task: Task, embed_dim: int, hidden_size: int, num_layers: int = 1,
-                  dropout: float = 0.0) -> CharLSTM | BitLSTM:
-    if task.kind == "chars":
-        return CharLSTM(len(task.symbols), embed_dim, hidden_size, num_layers, dropout)
-    return BitLSTM(task.input_size, task.output_size, embed_dim, hidden_size, num_layers, dropout)

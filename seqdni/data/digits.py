@@ -16,8 +16,8 @@ from __future__ import annotations
 import lightning as L
 import torch
 
-from seqdni.data import ResumableBatches
-from seqdni.model import Task
+from seqdni.data.streams import ResumableBatches
+from seqdni.data.task import Task
 
 DIGITS = [str(d) for d in range(10)]
 

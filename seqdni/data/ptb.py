@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from seqdni.vocab import EOL, WORD_SEP
+from seqdni.data.vocab import EOL, WORD_SEP
 
 SPLITS = ("train", "valid", "test")
 ENV_VAR = "SEQDNI_DATA_DIR"

@@ -1,0 +1,32 @@
+"""What a data module asks of the model: the task's inputs and outputs. The CLI links it from `data.task`."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass
+class Task:
+    """What a data module asks of the model; the CLI links it from `data.task`.
+
+    Args:
+        name: The task's name (`chars`, `copy`, `repeat-copy`, ...).
+        symbols: Ordered vocabulary of a character task: inputs are ids, the loss is
+            cross-entropy, the metric bits per character.
+        input_size: Width of an input vector (bit tasks; 0 for character tasks).
+        output_size: Bits predicted per step (bit tasks; 0 for character tasks). The target
+            tensor then has `output_size + 2` channels: bits, loss mask, episode end.
+    """
+
+    name: str = "chars"
+    symbols: list[str] = field(default_factory=list)
+    input_size: int = 0
+    output_size: int = 0
+
+    @property
+    def kind(self) -> str:
+        return "chars" if self.symbols else "bits"
+
+    def __post_init__(self) -> None:
+        if not self.symbols and (self.input_size <= 0 or self.output_size <= 0):
+            raise ValueError(f"task {self.name!r} needs either symbols or positive input_size and output_size")

@@ -1,0 +1,90 @@
+"""One decoupled interface: the synthetic-gradient model M and the three moves of its use.
+
+A truncation boundary and a message between two networks are the same mechanism
+(docs/dni-rnn.md): a value v (a state, or a message) sent forward, a synthetic gradient
+M(v) that the sender uses at once, and a target that arrives later, read off the
+receiver's copy of v (a detached leaf) after the receiver's backward pass:
+
+    sender:    J_send = loss_send + < stopgrad(scale · M(v)) / n_send, v >     (`predict`, `inject`)
+    receiver:  v_leaf = detach(v); ... backward ...; target = n_recv · v_leaf.grad   (`target`)
+    M:         || M(v) - stopgrad(target) ||²                                  (`learn`)
+
+n_send and n_recv turn the sender's and receiver's *mean* losses into per-sequence units:
+M predicts the gradient of the *sum* of one sequence's future losses, so its targets keep
+their size whatever the batch size or unroll length.
+
+`width` cuts each example's flattened value into rows of that many features, so one M
+serves a sequence of messages (B, N, width) as B·N separate messages. Every engine in
+`seqdni.engines`, and a plain PyTorch loop (README), uses this class.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from seqdni.dni.functional import bootstrapped_target, boundary_injection, diagnostics, regression_loss
+from seqdni.dni.options import SGOptions
+from seqdni.dni.state import State, as_tuple, flatten_state
+from seqdni.dni.synthetic import SyntheticGradient
+
+
+class Interface(nn.Module):
+    """M at one interface, with the sender's and the receiver's halves of its use.
+
+    Args:
+        width: Features of one value (one example's flattened state, or one message).
+        opts: Synthetic-gradient settings (hidden width, scale, scale_target).
+        name: Diagnostics are named `sg/<name>/...` (`sg/...` without a name).
+        cond_dim: Width of a conditioning input that M also reads (conditional DNI); 0 for none.
+    """
+
+    def __init__(self, width: int, opts: SGOptions, name: str = "", cond_dim: int = 0):
+        super().__init__()
+        self.width, self.opts = width, opts
+        self.prefix = f"sg/{name}" if name else "sg"
+        self.sg = SyntheticGradient(width, opts.hidden, cond_dim)
+
+    def rows(self, value: State, batch_dim: int = 1) -> Tensor:
+        """A value as rows of `width` features (a (B, width) matrix passes through unchanged)."""
+        return flatten_state(value, batch_dim).reshape(-1, self.width)
+
+    def predict(self, value: State, cond: Tensor | None = None, batch_dim: int = 1) -> Tensor:
+        """M(v) as a constant, one row per `width` features; `cond`: one conditioning row per row."""
+        with torch.no_grad():
+            return self.sg(self.rows(value, batch_dim).detach(), cond)
+
+    def inject(self, value: State, g: Tensor, n_send: float, batch_dim: int = 1) -> Tensor:
+        """The sender's extra objective term: its gradient with respect to `value` is scale · g / n_send."""
+        flat = flatten_state(value, batch_dim)
+        return boundary_injection(flat, g.reshape(flat.shape), self.opts.scale / n_send, batch_dim=0)
+
+    def injected_norm(self, g: Tensor) -> dict[str, Tensor]:
+        return {f"{self.prefix}/injected_norm": (self.opts.scale * g).norm(dim=1).mean()}
+
+    def target(self, leaves: list[State], n_recv: float, batch_dim: int = 1) -> Tensor:
+        """After the receiver's backward: n_recv · ∂J/∂v on each leaf, as rows (the leaves in order)."""
+        grads = [bootstrapped_target(leaf, batch_dim).reshape(-1, self.width) for leaf in leaves]
+        return torch.cat(grads) * n_recv
+
+    def remainder(self, end: State, g: Tensor, leaf: State, batch_dim: int = 1) -> Tensor:
+        """`scale_target: false`: the unscaled rest of the future term, (1 - scale) · Jᵀ g, where J is
+        ∂end/∂leaf (one extra vector-Jacobian product; `end`'s graph must still be alive)."""
+        rest = torch.autograd.grad(boundary_injection(end, g, 1.0, batch_dim), as_tuple(leaf))
+        return (1.0 - self.opts.scale) * flatten_state(tuple(rest), batch_dim)
+
+    def learn(self, inputs: Tensor, target: Tensor, cond: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """M's regression loss (with its graph) on rows `inputs`, and the prediction, detached."""
+        prediction = self.sg(inputs, cond)
+        return regression_loss(prediction, target), prediction.detach()
+
+    def learn_leaves(self, leaves: list[State], n_recv: float, batch_dim: int = 1,
+                     conds: list[Tensor] | None = None) -> tuple[Tensor, dict[str, Tensor], Tensor]:
+        """`target` and `learn` on the receiver's leaves at once: the loss, diagnostics, the targets."""
+        target = self.target(leaves, n_recv, batch_dim)
+        inputs = torch.cat([self.rows(leaf, batch_dim).detach() for leaf in leaves])
+        loss, prediction = self.learn(inputs, target, None if conds is None else torch.cat(conds))
+        return loss, {f"{self.prefix}/loss": loss.detach(), **self.diagnostics(prediction, target)}, target.detach()
+
+    def diagnostics(self, prediction: Tensor, target: Tensor) -> dict[str, Tensor]:
+        return diagnostics(prediction, target, self.prefix)

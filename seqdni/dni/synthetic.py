@@ -1,0 +1,32 @@
+"""M, the synthetic-gradient model: a state (and optionally a conditioning input) -> ∂future/∂state."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+
+class SyntheticGradient(nn.Module):
+    """M: flattened state (and optionally a conditioning vector) -> estimated ∂future/∂state.
+
+    Linear, or a one-hidden-layer MLP. The final layer starts at zero, so M first
+    predicts 0 and DNI starts out as truncated BPTT.
+    """
+
+    def __init__(self, state_dim: int, hidden: int = 0, cond_dim: int = 0):
+        super().__init__()
+        self.cond_dim = cond_dim
+        d_in = state_dim + cond_dim
+        if hidden > 0:
+            self.net = nn.Sequential(nn.Linear(d_in, hidden), nn.ReLU(), nn.Linear(hidden, state_dim))
+        else:
+            self.net = nn.Sequential(nn.Linear(d_in, state_dim))
+        nn.init.zeros_(self.net[-1].weight)
+        nn.init.zeros_(self.net[-1].bias)
+
+    def forward(self, flat_state: Tensor, cond: Tensor | None = None) -> Tensor:
+        if self.cond_dim:
+            if cond is None:
+                raise ValueError("a conditional synthetic-gradient model needs its conditioning input")
+            flat_state = torch.cat([flat_state, cond.to(flat_state.dtype)], dim=1)
+        return self.net(flat_state)

@@ -1,0 +1,15 @@
+"""Engines: how one update of a system is computed, in plain PyTorch (`base.py` has the protocol).
+
+- `FlatEngine`: truncated BPTT, DNI and DNI + Aux on one recurrent network.
+- `HierEngine`: the two-level character LM with an interface between the levels.
+- `TwoTimescaleEngine`: networks A and B, with A's message to B cut, end to end, or DNI.
+"""
+
+from seqdni.engines.base import Carry, Engine, Kept, ParamGroup, Stepper, UnrollOut, window_diagnostics
+from seqdni.engines.flat import DNIOptions, FlatEngine
+from seqdni.engines.hier import HierCarry, HierEngine
+from seqdni.engines.probe import probe
+from seqdni.engines.twotimescale import MessageOptions, TwoTimescaleEngine
+
+__all__ = ["Carry", "DNIOptions", "Engine", "FlatEngine", "HierCarry", "HierEngine", "Kept", "MessageOptions",
+           "ParamGroup", "Stepper", "TwoTimescaleEngine", "UnrollOut", "probe", "window_diagnostics"]

@@ -1,0 +1,224 @@
+"""The flat engine: one truncated-BPTT unroll of a recurrent network, with or without DNI.
+
+`FlatEngine.update` runs the fused core over T steps from the carried state, backpropagates
+J_k (the unroll's mean loss, plus the boundary injection under DNI), clips the core, then
+trains M on the bootstrapped target of the previous boundary (`seqdni.dni.Interface`), so
+the core's clip never sees SG-loss gradients.
+
+Units: the core minimises the *mean* loss over the unroll's n = B·T positions, while M
+predicts in per-sequence units (the gradient of the *sum* of one sequence's future losses),
+so that its targets do not shrink with the batch size or the unroll length: the injection
+divides M by n and the target is multiplied by n.
+
+Memory under DNI: with `train_core` the previous unroll's last core step is recomputed
+from its stored input (s_{t-1}, x_t) with the current parameters, so T + 1 core steps are
+held; otherwise M(s_t) is evaluated on the detached boundary state and only T steps are
+held. DNI + Aux trains every step τ of the previous unroll towards M(s_{τ+T}), whose
+states are this unroll's: it recomputes that whole unroll from its stored start state and
+inputs (2T steps held), and runs both unrolls step by step, because the fused nn.LSTM
+returns the full state (h, c) at the unroll's end only.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from seqdni.dni import Interface, SGOptions, cosine, detach_state, flatten_state, regression_loss
+from seqdni.engines.base import (
+    Carry,
+    Kept,
+    ParamGroup,
+    RecurrentEval,
+    Stepper,
+    UnrollOut,
+    apply_unroll,
+    summarise_unrolls,
+)
+
+
+@dataclass
+class DNIOptions(SGOptions):
+    """Synthetic gradients at the truncation boundaries of the flat engine (unset: plain TBPTT).
+
+    Args:
+        hidden: Width of the synthetic-gradient model's hidden layer; 0 makes it linear.
+        scale: Factor on M's output before it is injected into the core's backward pass.
+            0.1 keeps an untrained M from dominating the true in-unroll gradient.
+        scale_target: If true the future term of the target uses the scaled prediction,
+            so target_t = ∂J_k/∂s_t exactly (one backward pass; M then learns a gradient
+            discounted by `scale` per unroll). If false the target uses M unscaled, so M
+            estimates the undiscounted future gradient (one extra vector-Jacobian product).
+        lr: Learning rate of M's own Adam optimiser.
+        clip: Gradient-norm clip of M (separate from the core's clip); 0 disables.
+        conditional: M also reads the next input (the first one after the boundary).
+        train_core: The regression loss also trains the kept core step that produced
+            s_t, not only M. Its gradient is added after the core's clip.
+        aux_weight: DNI + Aux when > 0: every step also predicts the synthetic gradient
+            emitted T steps later, Â(s_τ) ≈ M(s_{τ+T}), with this loss weight. The targets of
+            an unroll's steps are known one unroll later, when that unroll is recomputed with
+            the current parameters; both run step by step, since the fused nn.LSTM returns
+            the full state (h, c) at the unroll's end only. The auxiliary loss is part of the
+            core's objective, so the core's clip sees it.
+    """
+
+    conditional: bool = False
+    train_core: bool = False
+    aux_weight: float = 0.0
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.aux_weight < 0:
+            raise ValueError(f"model.dni.aux_weight must be >= 0, got {self.aux_weight}")
+
+
+@dataclass
+class Forward:
+    out: Tensor  # the core's outputs (B, T, H)
+    end: tuple[Tensor, ...]  # s_{t+T}, with its graph
+    states: Tensor | None  # DNI + Aux: every step's flattened state, (T·B, d) time-major
+    kept: Kept | None  # what recomputes the kept steps one unroll later
+
+
+class FlatEngine(RecurrentEval, nn.Module):
+    """A recurrent network, its boundary interface (M) and, for DNI + Aux, its aux head Â.
+
+    Args:
+        net: A `seqdni.nets.RecurrentNetwork` (`CharLSTM`, `BitLSTM`).
+        unroll: T, steps per unroll (one update each).
+        dni: Synthetic gradients at the boundaries; None for plain truncated BPTT.
+        lr, weight_decay, clip: The core's Adam and gradient clip (M has its own, in `dni`).
+    """
+
+    def __init__(self, net: nn.Module, unroll: int, dni: DNIOptions | None = None, lr: float = 2e-3,
+                 weight_decay: float = 0.0, clip: float = 1.0):
+        super().__init__()
+        if dni is not None and dni.conditional and not hasattr(net, "next_input"):
+            raise ValueError(f"model.dni.conditional needs the input after each unroll, which a {type(net).__name__} "
+                             "task does not provide; set model.dni.conditional to false")
+        self.net, self.span, self.dni = net, unroll, dni
+        self.lr, self.weight_decay, self.clip = lr, weight_decay, clip
+        d = net.state_size  # flattened (h, c) per example
+        cond = net.cond_size if dni is not None and dni.conditional else 0
+        self.boundary = None if dni is None else Interface(d, dni, cond_dim=cond)
+        self.aux = nn.Linear(d, d) if dni is not None and dni.aux_weight > 0 else None
+
+    def param_groups(self) -> list[ParamGroup]:
+        core = list(self.net.parameters()) + (list(self.aux.parameters()) if self.aux is not None else [])
+        groups = [ParamGroup("core", core, self.lr, self.clip, self.weight_decay)]
+        if self.boundary is not None:
+            groups.append(ParamGroup("sg", list(self.boundary.parameters()), self.dni.lr, self.dni.clip))
+        return groups
+
+    def initial_carry(self, batch_size: int, device: torch.device) -> Carry:
+        return Carry(self.net.init_state(batch_size, device))
+
+    def update(self, x: Tensor, y: Tensor, carry: Carry, stepper: Stepper) -> tuple[Carry, UnrollOut]:
+        out = self.unroll(x, y, carry, stepper.backward)
+        apply_unroll(out, stepper)
+        return out.carry, out
+
+    def summarise(self, outs: list[UnrollOut]) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
+        return summarise_unrolls(self.net, outs)
+
+    # ---- one unroll ---------------------------------------------------------------------------
+    def unroll(self, x: Tensor, y: Tensor, carry: Carry, backward=Tensor.backward) -> UnrollOut:
+        """Forward and backward of one unroll of T = x.size(1) steps; M's loss is returned, not applied."""
+        want_target = self.boundary is not None and carry.boundary
+        s_t = detach_state(carry.state, requires_grad=want_target)  # leaf: collects ∂J_k/∂s_t
+        redo = self._recompute_kept(carry) if self.aux is not None else None
+        fwd = self._forward(x, s_t)
+        loss = self.net.loss(fwd.out, y)
+        objective, stats, g = loss, {}, None
+        if self.boundary is not None:
+            terms, g = self._dni_terms(x, y, fwd, redo, stats)
+            for term in terms:
+                objective = objective + term
+        backward(objective, retain_graph=want_target and self.dni.second_pass)
+        sg_loss = target = prediction = None
+        if want_target:
+            sg_loss, prediction, target = self._learn(x, y, carry, s_t, fwd, g)
+            stats["sg/loss"] = sg_loss.detach()
+        new = Carry(detach_state(fwd.end), fwd.kept, boundary=True)
+        return UnrollOut(loss.detach(), sg_loss, new, stats, target, prediction)
+
+    def _forward(self, x: Tensor, s_t: tuple[Tensor, ...]) -> Forward:
+        """The core over the unroll, keeping what the next unroll recomputes."""
+        if self.aux is not None:  # Aux keeps the whole unroll: each step gets a target next unroll
+            out, end, per_step = self.net.core_steps(x, s_t)
+            return Forward(out, end, flatten_state(per_step), Kept(detach_state(s_t), x))
+        if self.dni is not None and self.dni.train_core:  # split off the last step and keep its input
+            s_prev, outs = s_t, []
+            if x.size(1) > 1:
+                out_a, s_prev = self.net.core(x[:, :-1], s_t)
+                outs.append(out_a)
+            out_b, end = self.net.core(x[:, -1:], s_prev)
+            return Forward(torch.cat(outs + [out_b], dim=1), end, None, Kept(detach_state(s_prev), x[:, -1:]))
+        out, end = self.net.core(x, s_t)
+        return Forward(out, end, None, None)
+
+    def _dni_terms(self, x: Tensor, y: Tensor, fwd: Forward, redo: Tensor | None, stats: dict
+                   ) -> tuple[list[Tensor], Tensor]:
+        """The injection of M(s_{t+T}) (and, for DNI + Aux, the auxiliary loss); returns M(s_{t+T})."""
+        batch, n = y.size(0), y.size(0) * y.size(1)  # n: positions the mean loss runs over
+        if fwd.states is None:
+            flat_end = flatten_state(fwd.end)
+            g = self.boundary.predict(flat_end, self._cond(self.net.next_input(y)) if self.dni.conditional else None,
+                                      batch_dim=0)
+        else:  # M(s_τ) at every step of this unroll: the Aux targets of the previous one
+            flat_end = fwd.states[-batch:]
+            g_steps = self.boundary.predict(fwd.states, self._cond_steps(x, y), batch_dim=0)
+            g = g_steps[-batch:]
+        terms = [self.boundary.inject(flat_end, g, n, batch_dim=0)]
+        if self.aux is not None and redo is not None:  # Â(s_τ) ≈ M(s_{τ+T}) for the previous unroll's steps
+            m = min(redo.size(0), g_steps.size(0))
+            aux_pred, aux_target = self.aux(redo[-m:]), g_steps[-m:]
+            aux_loss = regression_loss(aux_pred, aux_target)
+            terms.append(self.dni.aux_weight * aux_loss)
+            stats["sg/aux_loss"] = aux_loss.detach()
+            stats["sg/aux_cosine"] = cosine(aux_pred.detach(), aux_target)
+        return terms, g
+
+    def _learn(self, x: Tensor, y: Tensor, carry: Carry, s_t: tuple[Tensor, ...], fwd: Forward, g: Tensor
+               ) -> tuple[Tensor, Tensor, Tensor]:
+        """M(s_t) against its bootstrapped target: the loss, the prediction and the target."""
+        n = y.size(0) * y.size(1)
+        target = self.boundary.target([s_t], n)
+        if self.dni.second_pass:  # add the unscaled remainder (1 - scale) Jᵀ M(s_{t+T})
+            target = target + self.boundary.remainder(fwd.end, g, s_t)
+        if self.dni.train_core and carry.kept is not None:  # M reads the kept core step's s_t
+            flat_in = self._kept_step(carry)
+        else:
+            flat_in = flatten_state(s_t).detach()
+        loss, prediction = self.boundary.learn(flat_in, target, self._cond(x[:, 0]))  # x[:, 0] followed s_t
+        return loss, prediction, target.detach()
+
+    # ---- conditioning and kept steps ------------------------------------------------------------
+    def _cond(self, x_step: Tensor) -> Tensor | None:
+        """Conditional DNI: the next input, as the network presents it (one-hot ids, vectors)."""
+        return self.net.condition(x_step) if self.dni is not None and self.dni.conditional else None
+
+    def _cond_steps(self, x: Tensor, y: Tensor) -> Tensor | None:
+        """Conditional DNI at every step: the input after each step, rows in time-major order."""
+        if not (self.dni is not None and self.dni.conditional):
+            return None
+        after = self.net.condition(torch.cat([x[:, 1:], self.net.next_input(y).unsqueeze(1)], dim=1))
+        return after.transpose(0, 1).reshape(-1, after.size(-1))
+
+    def _recompute_kept(self, carry: Carry) -> Tensor | None:
+        """DNI + Aux: the previous unroll's kept steps, recomputed with the current parameters
+        from their stored input: flattened states, (K·B, d) in time-major order, the last s_t."""
+        if carry.kept is None or not carry.boundary:
+            return None
+        return flatten_state(self.net.core_steps(carry.kept.inputs, carry.kept.state)[2])
+
+    def _kept_step(self, carry: Carry) -> Tensor:
+        """`train_core`: s_t recomputed by the kept core step alone, from the (detached) state
+        before it, so the regression loss trains that one step."""
+        s_before, xs = carry.kept.state, carry.kept.inputs
+        if xs.size(1) > 1:  # Aux kept the whole unroll: first reach the state before its last step
+            with torch.no_grad():
+                s_before = self.net.core(xs[:, :-1], s_before)[1]
+        return flatten_state(self.net.core(xs[:, -1:], detach_state(s_before))[1])

@@ -1,0 +1,18 @@
+"""Pure `nn.Module` networks behind one protocol (`protocol.py`); no training code here."""
+
+from seqdni.data.task import Task
+from seqdni.nets.hier import HierLSTM
+from seqdni.nets.lstm import LN2, BitLSTM, CharLSTM
+from seqdni.nets.protocol import LanguageNetwork, Network, RecurrentNetwork
+from seqdni.nets.sampling import check_generation, sample_next
+from seqdni.nets.twonets import TwoNets
+
+__all__ = ["LN2", "BitLSTM", "CharLSTM", "HierLSTM", "LanguageNetwork", "Network", "RecurrentNetwork", "TwoNets",
+           "build_network", "check_generation", "sample_next"]
+
+
+def build_network(task: Task, embed_dim: int, hidden_size: int, num_layers: int = 1,
+                  dropout: float = 0.0) -> CharLSTM | BitLSTM:
+    if task.kind == "chars":
+        return CharLSTM(len(task.symbols), embed_dim, hidden_size, num_layers, dropout)
+    return BitLSTM(task.input_size, task.output_size, embed_dim, hidden_size, num_layers, dropout)

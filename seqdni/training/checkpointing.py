@@ -1,0 +1,85 @@
+"""What seqdni adds to a Lightning checkpoint, and reading the checkpoints of earlier versions.
+
+`checkpoint["seqdni"]` holds the format number, the class of the LightningModule (so
+`seqdni.sample` rebuilds the right system) and every rank's carry (`seqdni.engines.Carry`).
+
+Formats: 1 (one rank's carry), 2 (every rank's carry), 3 (this layout: the network lives
+once, under `engine.net`). Formats 1 and 2 were written by the flat-module layout
+(`seqdni.lit.SeqModel`, `seqdni.hier.HierLM`, `seqdni.twotimescale.TwoTimescale`);
+`upgrade` rewrites them in memory to format 3.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+
+FORMAT = 3
+
+CLASS_PATHS = {  # the flat-module layout's LightningModules
+    "seqdni.lit.SeqModel": "seqdni.training.systems.SeqModel",
+    "seqdni.hier.HierLM": "seqdni.training.systems.HierLM",
+    "seqdni.twotimescale.TwoTimescale": "seqdni.training.systems.TwoTimescale",
+}
+
+
+def class_path(checkpoint: dict) -> str | None:
+    """The LightningModule class a checkpoint was written by, in today's layout."""
+    name = (checkpoint.get("seqdni") or {}).get("class_path")
+    return CLASS_PATHS.get(name, name)
+
+
+def _upgrade_keys(state: dict, flat: bool) -> dict:
+    """Format 1-2 parameter names: the network was held twice (`model.` and `engine.model.` or
+    `engine.nets.`), and the flat engine's M sat at `engine.sg.`."""
+    out = {}
+    for key, value in state.items():
+        if key.startswith("model."):
+            continue
+        for old in ("engine.model.", "engine.nets."):
+            if key.startswith(old):
+                key = "engine.net." + key[len(old):]
+        if flat and key.startswith("engine.sg."):
+            key = "engine.boundary.sg." + key[len("engine.sg."):]
+        out[key] = value
+    return out
+
+
+def _upgrade_carry(carry: dict | None) -> dict | None:
+    """Format 1: one rank's carry, tensors unwrapped -> lists of one rank's tensors."""
+    if carry is None:
+        return None
+    kept = carry["kept"]
+    return {"state": [[t] for t in carry["state"]], "boundary": carry["boundary"],
+            "kept": None if kept is None else {"state": [[t] for t in kept["state"]], "x": [kept["x"]]}}
+
+
+def _upgrade_hparams(hparams: dict, new_class: str) -> None:
+    """The module's class path, and `dni` with only the fields today's class of options has (earlier
+    versions stored every engine's fields; those a system did not use were at their defaults)."""
+    from seqdni.training.systems import as_options, system_options
+
+    if "_class_path" in hparams:
+        hparams["_class_path"] = CLASS_PATHS.get(hparams["_class_path"], hparams["_class_path"])
+    options, owner = system_options(new_class)
+    if isinstance(hparams.get("dni"), dict) and options is not None:
+        hparams["dni"] = asdict(as_options(options, hparams["dni"], owner))
+
+
+def upgrade(checkpoint: dict) -> dict:
+    """Rewrite an earlier format in place to format 3 (a format-3 checkpoint is left as it is)."""
+    meta = checkpoint.setdefault("seqdni", {}) or {}
+    checkpoint["seqdni"] = meta
+    fmt = meta.get("format", 1)
+    if fmt >= FORMAT:
+        return checkpoint
+    if "state_dict" in checkpoint:
+        flat = meta.get("class_path", "seqdni.lit.SeqModel") in ("seqdni.lit.SeqModel", None)
+        checkpoint["state_dict"] = _upgrade_keys(checkpoint["state_dict"], flat)
+    if fmt == 1:
+        meta["carry"] = _upgrade_carry(meta.get("carry"))
+    old_class = meta.get("class_path", "seqdni.lit.SeqModel")
+    meta["class_path"] = CLASS_PATHS.get(old_class, old_class)
+    if isinstance(checkpoint.get("hyper_parameters"), dict):
+        _upgrade_hparams(checkpoint["hyper_parameters"], meta["class_path"])
+    meta["format"] = FORMAT
+    return checkpoint

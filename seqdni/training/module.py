@@ -1,0 +1,206 @@
+"""The one LightningModule: manual optimisation of an engine, carried-state evaluation, checkpoints.
+
+`SeqModule` knows nothing of any system: a system (`seqdni.training.systems`) builds a network
+and an engine (`seqdni.engines`) from its typed arguments and hands them over with `build`.
+One training batch is a window of columns of every stream; the loop cuts it into the engine's
+updates, carrying the state across them:
+
+    for each update of the window:  carry, out = engine.update(x[:, cols], y[:, cols], carry, steps)
+    losses, stats = engine.summarise(outs)   -> checked for NaN once per window, then logged
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import lightning as L
+import torch
+
+from seqdni.data import CharVocab, Task
+from seqdni.engines import Carry, Engine
+from seqdni.training import checkpointing
+from seqdni.training.optim import Steps, adam, schedule
+from seqdni.training.probe import Probe
+
+
+class NonFiniteLossError(FloatingPointError):
+    """Training stopped on a NaN or infinite loss; checkpoints written before it are kept."""
+
+
+class SeqModule(L.LightningModule):
+    """Trains a system's engine; see the module docstring. Subclasses only construct (`build`)."""
+
+    def __init__(self):
+        super().__init__()
+        self.automatic_optimization = False
+        self.carry: Carry | None = None
+        self.probe: Probe | None = None
+        self._clock: tuple[float, int] | None = None
+        self._eval_state = self._eval_sums = None
+
+    def build(self, task: Task, engine: Engine, lr_schedule: str | None = "constant", warmup_steps: int = 0,
+              span_key: str = "model.unroll") -> None:
+        """The system's task and engine; `lr_schedule` None: no scheduler for the main group."""
+        self.task, self.engine = task, engine
+        self.lr_schedule, self.warmup_steps, self.span_key = lr_schedule, warmup_steps, span_key
+        can_sample = bool(task.symbols) and hasattr(engine.net, "generate")
+        self.vocab = CharVocab(task.symbols) if can_sample else None
+
+    @property
+    def net(self) -> torch.nn.Module:
+        """The pure network (what sampling and evaluation read)."""
+        return self.engine.net
+
+    # ---- optimisation -------------------------------------------------------------------------
+    def configure_optimizers(self):
+        groups = self.engine.param_groups()
+        optimizers = [adam(g.params, lr=g.lr, weight_decay=g.weight_decay) for g in groups]
+        if self.lr_schedule is None:
+            return optimizers
+        total = self.trainer.max_steps if self.trainer is not None and self.trainer.max_steps > 0 else None
+        factor = schedule(self.lr_schedule, self.warmup_steps, total)
+        return optimizers, [torch.optim.lr_scheduler.LambdaLR(optimizers[0], factor)]
+
+    def _steps(self) -> Steps:
+        opts = self.optimizers()
+        opts = opts if isinstance(opts, list) else [opts]
+        return Steps(self, self.engine.param_groups(), opts, self.lr_schedulers() if self.lr_schedule else None)
+
+    def on_train_epoch_start(self) -> None:
+        self.carry = None  # a new epoch starts every stream from the zero state
+
+    def _carry_for(self, x: torch.Tensor) -> Carry:
+        if self.carry is None:
+            return self.engine.initial_carry(x.size(0), x.device)
+        return self.carry if self.carry.state[0].device == x.device else self.carry.to(x.device)
+
+    def training_step(self, batch, batch_idx: int):
+        x, y = batch
+        span = self.engine.span
+        if x.size(1) % span:
+            raise ValueError(f"a training batch of {x.size(1)} columns is not a multiple of {self.span_key} ({span})")
+        steps, carry, outs = self._steps(), self._carry_for(x), []
+        for i in range(x.size(1) // span):
+            cols = slice(i * span, (i + 1) * span)
+            carry, out = self.engine.update(x[:, cols], y[:, cols], carry, steps)
+            outs.append(out)
+        self.carry = carry
+        losses, stats = self.engine.summarise(outs)
+        if not torch.isfinite(torch.stack(list(losses.values()))).all():  # one host sync per window
+            self._stop_on_non_finite(batch_idx)
+        self._log_window(losses, stats, steps)
+        if self.probe is not None:
+            self.probe.maybe_run(self)
+        return None
+
+    def _log_window(self, losses: dict, stats: dict, steps: Steps) -> None:
+        for i, (key, value) in enumerate(losses.items()):
+            self.log(key, value, prog_bar=i == 0)
+        if steps.grad_norm is not None:
+            self.log("train/grad_norm", steps.grad_norm)
+        if steps.scheduler is not None:
+            self.log("train/lr", steps.scheduler.get_last_lr()[0])
+        for key, value in stats.items():
+            self.log(key, value)
+
+    def _stop_on_non_finite(self, batch_idx: int) -> None:
+        kept = [getattr(cb, "last_path", None) or getattr(cb, "best_model_path", None)
+                for cb in self.trainer.checkpoint_callbacks]
+        kept = [k for k in kept if k]
+        where = f"; last good checkpoint: {kept[0]}" if kept else "; no checkpoint had been written yet"
+        raise NonFiniteLossError(
+            f"non-finite training loss in the batch ending at optimiser step {self.global_step} "
+            f"(epoch {self.current_epoch}, batch {batch_idx}); training stopped{where}. "
+            "Lower model.lr or model.clip, or resume from that checkpoint with --ckpt_path."
+        )
+
+    # ---- evaluation: no synthetic gradients, state carried over the whole split -----------------
+    def _eval_start(self) -> None:
+        self._eval_state, self._eval_sums = None, None
+
+    def _eval_step(self, batch) -> None:
+        x, y = batch
+        if self._eval_state is None:
+            self._eval_state = self.engine.eval_start(x.size(0), x.device)
+        sums, self._eval_state = self.engine.eval_step(x, y, self._eval_state)
+        self._eval_sums = sums if self._eval_sums is None else {k: v + sums[k] for k, v in self._eval_sums.items()}
+
+    def _eval_end(self, stage: str) -> None:
+        if self._eval_sums is None:
+            return
+        keys = sorted(self._eval_sums)
+        total = self.trainer.strategy.reduce(torch.stack([self._eval_sums[k] for k in keys]), reduce_op="sum")
+        metrics = self.net.eval_metrics(dict(zip(keys, total)))
+        for i, (name, value) in enumerate(metrics.items()):
+            # identical on every rank already (summed above): sync_dist only averages equal values
+            self.log(f"{stage}/{name}", value.float(), prog_bar=i == 0, sync_dist=True)
+
+    def on_validation_epoch_start(self) -> None:
+        self._eval_start()
+
+    def validation_step(self, batch, batch_idx: int) -> None:
+        self._eval_step(batch)
+
+    def on_validation_epoch_end(self) -> None:
+        self._eval_end("val")
+
+    def on_test_epoch_start(self) -> None:
+        self._eval_start()
+
+    def test_step(self, batch, batch_idx: int) -> None:
+        self._eval_step(batch)
+
+    def on_test_epoch_end(self) -> None:
+        self._eval_end("test")
+
+    # ---- bookkeeping ----------------------------------------------------------------------------
+    def on_fit_start(self) -> None:
+        if str(self.trainer.precision).startswith("16"):
+            # Loss scaling would leave every clip acting on scaled gradients, and the raw steps of
+            # the other groups would bypass the scaler.
+            raise ValueError(f"trainer.precision {self.trainer.precision!r} is not supported; "
+                             "use bf16-mixed or 32-true")
+        log_dir = self.trainer.log_dir
+        if self.trainer.is_global_zero and self.trainer.loggers and log_dir and self.vocab is not None:
+            Path(log_dir).mkdir(parents=True, exist_ok=True)
+            self.vocab.save(Path(log_dir) / "vocab.json")
+        if self.probe is not None:
+            self.probe.setup(self, self.trainer.datamodule)
+
+    def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
+        now, chars = time.perf_counter(), batch[0].numel()
+        if self._clock is None:
+            self._clock = (now, 0)
+            return
+        start, seen = self._clock
+        seen += chars
+        self._clock = (start, seen)
+        if (batch_idx + 1) % max(1, self.trainer.log_every_n_steps) == 0 and now > start:
+            self.log("train/chars_per_sec", seen * self.trainer.world_size / (now - start))
+            if self.device.type == "cuda":  # a host-side counter: no device sync
+                self.log("train/cuda_peak_mib", torch.cuda.max_memory_allocated(self.device) / 2**20)
+            self._clock = (now, 0)
+
+    def _gather(self, t: torch.Tensor) -> list[torch.Tensor]:
+        world = self.trainer.world_size if self._trainer is not None else 1
+        return [g.cpu() for g in self.all_gather(t)] if world > 1 else [t.cpu()]
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        # Every rank carries the states of its own streams: under DDP all ranks' carries are
+        # gathered (every rank runs this hook; rank 0 writes the file) and each takes its own back.
+        carry = None if self.carry is None else self.carry.state_dict(self._gather)
+        checkpoint["seqdni"] = {"format": checkpointing.FORMAT, "carry": carry,
+                                "class_path": f"{type(self).__module__}.{type(self).__qualname__}"}
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        saved = checkpointing.upgrade(checkpoint)["seqdni"].get("carry")
+        fitting = self._trainer is not None and self.trainer.state.fn == "fit"
+        if saved is None or not fitting:  # evaluation and sampling start from the zero state
+            self.carry = None
+            return
+        world = len(saved["state"][0])
+        if self.trainer.world_size != world:
+            raise ValueError(f"the checkpoint carries the streams of {world} rank(s) but this run has "
+                             f"{self.trainer.world_size}; resume training with the same number of devices")
+        self.carry = Carry.from_state_dict(saved, self.trainer.global_rank)

@@ -1,0 +1,34 @@
+"""When to run the true-gradient probe (`seqdni.engines.probe`), on a held batch, and where it logs."""
+
+from __future__ import annotations
+
+from seqdni.engines.probe import probe
+
+
+class Probe:
+    """Every `every` optimiser steps, compare M at a held boundary with the true future gradient
+    over `unrolls` unrolls (`sg/probe_cosine`, `sg/probe_norm_ratio`), on `rows` streams."""
+
+    def __init__(self, every: int, unrolls: int, rows: int, window: int):
+        self.every, self.unrolls, self.rows, self.window = every, unrolls, rows, window
+        self.batch = None
+
+    def setup(self, module, datamodule) -> None:
+        """A held probe window: warm-up over one training window, then `unrolls` unrolls."""
+        if hasattr(datamodule, "probe_batch"):
+            self.batch = datamodule.probe_batch(self.rows, self.window + self.unrolls * module.engine.span)
+
+    def maybe_run(self, module) -> None:
+        T = module.engine.span
+        step, per_batch = module.global_step, self.window // T
+        if self.batch is None or step // self.every == (step - per_batch) // self.every:
+            return  # no multiple of `every` crossed this batch
+        x, y = (t.to(module.device) for t in self.batch)
+        warm = max(T, x.size(1) - self.unrolls * T)
+        result = {k: v.item() for k, v in probe(module.engine, x, y, warm).items()}
+        # Straight to the loggers (a sparse metric, not repeated every log step), on the axis
+        # Lightning logs everything else against: batches, not optimiser steps.
+        trainer = module.trainer
+        step = getattr(trainer.fit_loop.epoch_loop, "_batches_that_stepped", module.global_step)
+        for logger in module.loggers:
+            logger.log_metrics(result, step=step)
