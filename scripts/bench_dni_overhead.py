@@ -1,7 +1,7 @@
 """Cost of DNI: time per training character and peak memory of DNI-8 against BPTT-8 and
 BPTT-40 (and, with --aux, DNI-8 + Aux) on the same model and data, in one run.
 
-Each variant drives `seqdni.tbptt.Unroller` in the loop of `SeqModel.training_step` (unroll;
+Each variant drives `seqdni.engines.FlatEngine.update` as the training module does (unroll;
 clip core; backward SG loss; clip SG; step SG; step core). Timed runs skip `--skip` warm-up
 batches and alternate the variants over `--repeats`; medians are reported. Memory: on CUDA
 torch.cuda.max_memory_allocated; on CPU the bytes saved for backward during one unroll (the
@@ -23,10 +23,10 @@ import torch
 from torch.autograd.graph import saved_tensors_hooks
 
 from seqdni.data import StreamBatches
-from seqdni.dni import DNIOptions, regression_loss
-from seqdni.lit import adam
-from seqdni.model import CharLSTM
-from seqdni.tbptt import Unroller, window_diagnostics
+from seqdni.dni import regression_loss
+from seqdni.engines import DNIOptions, FlatEngine, Steps, window_diagnostics
+from seqdni.nets import CharLSTM
+from seqdni.training import adam
 
 GOALS = {"time DNI-8/BPTT-8": 1.10, "memory DNI-8/BPTT-8": 1.15, "memory DNI-8/BPTT-40": 0.4}
 MEASURES = {
@@ -37,32 +37,20 @@ MEASURES = {
 
 
 class Trainee:
-    """An Unroller with its two optimisers, stepped exactly as SeqModel.training_step does."""
+    """A flat engine with its optimisers, stepped exactly as the training module steps it."""
 
     def __init__(self, args, unroll: int, dni: DNIOptions | None):
         torch.manual_seed(args.seed)
-        self.T, self.clip, self.dni = unroll, args.clip, dni
-        self.engine = Unroller(CharLSTM(args.vocab, args.embed, args.hidden), dni).to(args.device).train()
-        self.core_params, self.sg_params = self.engine.core_parameters(), self.engine.sg_parameters()
-        self.core_opt = adam(self.core_params, lr=2e-3)
-        self.sg_opt = adam(self.sg_params, lr=dni.lr) if dni is not None else None
+        self.T, self.dni = unroll, dni
+        net = CharLSTM(args.vocab, args.embed, args.hidden)
+        self.engine = FlatEngine(net, unroll, dni, lr=2e-3, clip=args.clip).to(args.device).train()
+        self.groups = self.engine.param_groups()
+        self.opts = [adam(g.params, lr=g.lr) for g in self.groups]
+        self.sg_params = self.groups[1].params if dni is not None else []
         self.carry = self.engine.initial_carry(args.batch, torch.device(args.device))
 
     def step(self, x, y, backward=None):
-        kw = {} if backward is None else {"backward": backward}
-        out = self.engine.unroll(x, y, self.carry, **kw)
-        if self.clip > 0:  # the core's clip sees language-model gradients only
-            torch.nn.utils.clip_grad_norm_(self.core_params, self.clip)
-        if out.sg_loss is not None:
-            out.sg_loss.backward()
-            if self.dni.clip > 0:
-                torch.nn.utils.clip_grad_norm_(self.sg_params, self.dni.clip)
-            self.sg_opt.step()
-        if self.sg_opt is not None:
-            self.sg_opt.zero_grad(set_to_none=True)
-        self.core_opt.step()
-        self.core_opt.zero_grad(set_to_none=True)
-        self.carry = out.carry
+        self.carry, out = self.engine.update(x, y, self.carry, Steps(self.groups, self.opts, backward=backward))
         return out
 
     def batch(self, x, y):
@@ -74,7 +62,7 @@ class Trainee:
     def state_bytes(self) -> int:
         """Parameters (core, M, aux head) and optimiser state, unique storages."""
         ts = list(self.engine.parameters())
-        for opt in filter(None, (self.core_opt, self.sg_opt)):
+        for opt in self.opts:
             ts += [v for s in opt.state.values() for v in s.values() if torch.is_tensor(v)]
         return sum({t.untyped_storage().data_ptr(): t.untyped_storage().nbytes() for t in ts}.values())
 
@@ -135,7 +123,7 @@ def sg_work(args, n: int = 300) -> float:
     backward into s_t and the injection, comes on top)."""
     clock = time.process_time if args.clock == "cpu" else time.perf_counter
     trainee = Trainee(args, 8, DNIOptions())
-    sg, d = trainee.engine.sg, trainee.engine.model.state_size
+    sg, d = trainee.engine.boundary.sg, trainee.engine.net.state_size
     torch.nn.init.normal_(sg.net[-1].weight, std=0.01)
     s_end, s_t, target = (torch.randn(args.batch, d, device=args.device) for _ in range(3))
     times = []
@@ -146,8 +134,8 @@ def sg_work(args, n: int = 300) -> float:
             sg(s_end)
         regression_loss(sg(s_t), target).backward()
         torch.nn.utils.clip_grad_norm_(trainee.sg_params, trainee.dni.clip)
-        trainee.sg_opt.step()
-        trainee.sg_opt.zero_grad(set_to_none=True)
+        trainee.opts[1].step()
+        trainee.opts[1].zero_grad(set_to_none=True)
         sync(args.device)
         if i >= 20:
             times.append(clock() - t0)

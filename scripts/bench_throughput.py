@@ -27,8 +27,9 @@ import torch
 import torch.nn.functional as F
 
 from seqdni.data import CharDataModule, StreamBatches
-from seqdni.lit import SeqModel
-from seqdni.model import CharLSTM, Task
+from seqdni.data import Task
+from seqdni.nets import CharLSTM
+from seqdni.training import SeqModel
 
 GOAL = 0.95
 
@@ -95,7 +96,7 @@ def run_plain(args, ids, vocab, batches: int) -> float:
     torch.manual_seed(args.seed)
     model = CharLSTM(len(vocab), args.embed, args.hidden).to(device).train()
     params = list(model.parameters())
-    opt = torch.optim.Adam(params, lr=2e-3, fused=True)  # the same Adam kernel as seqdni.lit.adam
+    opt = torch.optim.Adam(params, lr=2e-3, fused=True)  # the same Adam kernel as seqdni.training.adam
     amp = {"bf16-mixed": torch.bfloat16, "16-mixed": torch.float16}.get(args.precision)
     scaler = torch.amp.GradScaler(device.type) if amp == torch.float16 else None
     state, t0 = None, None

@@ -25,7 +25,7 @@ import sys
 import time
 from pathlib import Path
 
-import yaml
+from seqdni.cli.train import load_config
 
 NAMES = ["bptt8", "bptt20", "bptt40", "dni8", "dni20", "dni40", "dni8-aux"]
 PAPER = {"bptt8": 1.35, "bptt20": 1.35, "bptt40": 1.34, "dni8": 1.34, "dni8-aux": 1.33}  # test BPC, dni-rnn.md
@@ -55,7 +55,7 @@ def scalars(run_dir: Path) -> dict[str, list[tuple[int, float, float]]]:
 
 
 def launch(cfg_path: Path, name: str, seed: int, args, runs: Path) -> subprocess.Popen:
-    cfg = yaml.safe_load(cfg_path.read_text())
+    cfg = load_config(cfg_path)
     model, data = cfg["model"]["init_args"], cfg["data"]["init_args"]
     cmd = [sys.executable, "-m", "seqdni.train", "--config", str(cfg_path), f"--seed_everything={seed}",
            f"--trainer.logger.init_args.save_dir={runs}", f"--trainer.logger.init_args.name={name}-s{seed}",
@@ -76,7 +76,7 @@ def launch(cfg_path: Path, name: str, seed: int, args, runs: Path) -> subprocess
 
 def summarise(cfg_path: Path, name: str, seed: int, runs: Path, seconds: float, rss_kib: int | None) -> dict:
     run_dir = runs / f"{name}-s{seed}" / "version_0"
-    cfg = yaml.safe_load(cfg_path.read_text())
+    cfg = load_config(cfg_path)
     data = cfg["data"]["init_args"]
     # Lightning logs against batches, not optimiser steps: a batch is batch_size x window characters.
     per_step = data["batch_size"] * data["window"]

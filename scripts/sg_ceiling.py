@@ -1,6 +1,6 @@
 """How predictable is the gradient a synthetic-gradient model must predict?
 
-Loads a trained DNI checkpoint, runs its unroll (`seqdni.tbptt.Unroller`, the exact training
+Loads a trained DNI checkpoint, runs its unroll (`seqdni.engines.FlatEngine`, the exact training
 computation, parameters left unchanged) over consecutive training windows, and collects at
 each truncation boundary the state s_t, the bootstrapped target (in M's per-sequence units)
 and M's own prediction M(s_t). It then fits the best *linear* predictor offline (ridge
@@ -30,7 +30,7 @@ import torch.nn.functional as F
 
 from seqdni.data import CharDataModule
 from seqdni.dni import flatten_state
-from seqdni.sample import load_checkpoint
+from seqdni.cli.sample import load_checkpoint
 
 
 def collect(lm, ids: torch.Tensor, rows: int, unrolls: int, warmup: int):
@@ -41,7 +41,7 @@ def collect(lm, ids: torch.Tensor, rows: int, unrolls: int, warmup: int):
     grid = ids[: rows * length].view(rows, length).long()
     carry = engine.initial_carry(rows, torch.device("cpu"))
     with torch.no_grad():
-        _, state = lm.model(grid[:, :warmup], carry.state)
+        _, state = lm.net(grid[:, :warmup], carry.state)
     carry.state = state
     states, targets, preds, nexts = [], [], [], []
     for u in range(unrolls + 1):
@@ -51,8 +51,8 @@ def collect(lm, ids: torch.Tensor, rows: int, unrolls: int, warmup: int):
         out = engine.unroll(x, y, carry)
         if out.target is not None:
             with torch.no_grad():
-                cond = lm.model.condition(x[:, 0]) if lm.dni.conditional else None
-                preds.append(engine.sg(s_t, cond))
+                cond = lm.net.condition(x[:, 0]) if lm.dni.conditional else None
+                preds.append(engine.boundary.sg(s_t, cond))
             states.append(s_t)
             targets.append(out.target)
             nexts.append(x[:, 0])
@@ -101,7 +101,7 @@ def main() -> None:
     n = len(S)
     train = int(0.8 * n)
     held = G[train:]
-    onehot = F.one_hot(nxt, lm.model.vocab_size).float()
+    onehot = F.one_hot(nxt, lm.net.vocab_size).float()
     fit_s, lam_s = ridge(S, G, train)
     fit_sx, lam_sx = ridge(torch.cat([S, onehot], dim=1), G, train)
     results = {

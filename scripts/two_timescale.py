@@ -25,7 +25,7 @@ import lightning as L
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from seqdni.train import SeqDNICLI  # noqa: E402
+from seqdni.cli.train import SeqDNICLI, expand_configs  # noqa: E402
 
 DEFAULT_CONFIGS = ["bptt", "cut", "dni", "dni-cond"]
 
@@ -50,17 +50,17 @@ def train(config: Path, args: argparse.Namespace) -> dict:
     sys.argv[1:] = []  # this script's own arguments are not the CLI's
     cli = SeqDNICLI(L.LightningModule, L.LightningDataModule, subclass_mode_model=True, subclass_mode_data=True,
                     save_config_kwargs={"overwrite": True}, trainer_defaults={"callbacks": [rec]},
-                    args=["fit", "--config", str(config), f"--trainer.max_steps={args.steps}",
+                    args=expand_configs(["fit", "--config", str(config), f"--trainer.max_steps={args.steps}",
                           f"--trainer.val_check_interval={args.val_every}", f"--seed_everything={args.seed}",
                           f"--trainer.logger.init_args.save_dir={args.runs}", "--trainer.enable_progress_bar=false",
-                          f"--data.init_args.eval_length={args.eval_length}"])
+                          f"--data.init_args.eval_length={args.eval_length}"]))
     seconds = time.perf_counter() - start
     period = cli.model.period
     test = {k.split("/")[1]: v.item() for k, v in cli.trainer.callback_metrics.items() if k.startswith("test/")}
     val = {key: [r[key] for r in rec.rows] for key in ("step", "a_error", "b_error")}
     val["digits"] = [s * period * period for s in val["step"]]
     return {"config": str(config.relative_to(ROOT)) if config.is_relative_to(ROOT) else str(config),
-            "regime": cli.model.regime, "conditional": bool(cli.model.sg_options and cli.model.sg_options.conditional),
+            "regime": cli.model.regime, "conditional": bool(cli.model.dni and cli.model.dni.conditional),
             "seconds": round(seconds, 1), "val": val, "test": test}
 
 

@@ -48,6 +48,21 @@ def config_chain(path: str | Path) -> list[str]:
     return config_chain(base) + ([yaml.safe_dump(own, sort_keys=False)] if own else [])
 
 
+def _merge(base: dict, own: dict) -> dict:
+    out = dict(base)
+    for key, value in own.items():
+        out[key] = _merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
+
+
+def load_config(path: str | Path) -> dict:
+    """A config file with its bases merged in (mappings merge key by key, anything else replaces): the
+    settings it stands for, for scripts that read them (`--print_config` shows every default too)."""
+    path = Path(path)
+    own = yaml.safe_load(path.read_text()) or {}
+    return _merge(load_config(path.parent / own.pop("base")), own) if "base" in own else own
+
+
 def expand_configs(args: list[str]) -> list[str]:
     """Every `--config FILE` (or `--config=FILE`) replaced by its chain (`config_chain`)."""
     out, i = [], 0

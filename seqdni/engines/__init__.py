@@ -5,11 +5,11 @@
 - `TwoTimescaleEngine`: networks A and B, with A's message to B cut, end to end, or DNI.
 """
 
-from seqdni.engines.base import Carry, Engine, Kept, ParamGroup, Stepper, UnrollOut, window_diagnostics
+from seqdni.engines.base import Carry, Engine, Kept, ParamGroup, Stepper, Steps, UnrollOut, window_diagnostics
 from seqdni.engines.flat import DNIOptions, FlatEngine
 from seqdni.engines.hier import HierCarry, HierEngine
 from seqdni.engines.probe import probe
 from seqdni.engines.twotimescale import MessageOptions, TwoTimescaleEngine
 
 __all__ = ["Carry", "DNIOptions", "Engine", "FlatEngine", "HierCarry", "HierEngine", "Kept", "MessageOptions",
-           "ParamGroup", "Stepper", "TwoTimescaleEngine", "UnrollOut", "probe", "window_diagnostics"]
+           "ParamGroup", "Stepper", "Steps", "TwoTimescaleEngine", "UnrollOut", "probe", "window_diagnostics"]

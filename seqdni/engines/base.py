@@ -48,6 +48,51 @@ class Stepper(Protocol):
         """The group's optimiser step, then zero its gradients (and, for the main group, the schedule)."""
 
 
+class Steps:
+    """A plain-PyTorch `Stepper` over an engine's parameter groups and one optimiser per group
+    (`seqdni.training.optim.LightningSteps` is the same under Lightning's manual optimisation).
+    Clipping is `torch.nn.utils.clip_grad_norm_` on the group's own parameters, so one group's
+    clip never sees another's gradients.
+
+    Args:
+        groups: The engine's `param_groups()`; the first is the main one.
+        optimizers: One per group, in the same order.
+        scheduler: A learning-rate scheduler of the main group, stepped after each of its steps.
+        backward: What backpropagates a loss (default `Tensor.backward`).
+    """
+
+    def __init__(self, groups: list[ParamGroup], optimizers: list, scheduler=None,
+                 backward: Callable[..., None] | None = None):
+        self.scheduler, self._backward = scheduler, backward
+        self.groups = {g.name: (g, opt) for g, opt in zip(groups, optimizers)}
+        self.main = groups[0].name
+        self.grad_norm: Tensor | None = None  # the main group's last norm before clipping
+
+    def backward(self, loss: Tensor, retain_graph: bool = False) -> None:
+        (self._backward or Tensor.backward)(loss, retain_graph=retain_graph)
+
+    def clip(self, group: str) -> None:
+        g, _ = self.groups[group]
+        if g.clip > 0:
+            norm = torch.nn.utils.clip_grad_norm_(g.params, g.clip)
+        elif group == self.main:
+            norm = torch.nn.utils.get_total_norm([p.grad for p in g.params if p.grad is not None])
+        else:
+            return
+        if group == self.main:
+            self.grad_norm = norm
+
+    def optimizer_step(self, group: str, optimizer) -> None:
+        optimizer.step()
+
+    def step(self, group: str) -> None:
+        _, opt = self.groups[group]
+        self.optimizer_step(group, opt)
+        opt.zero_grad(set_to_none=True)
+        if group == self.main and self.scheduler is not None:
+            self.scheduler.step()
+
+
 @dataclass
 class Kept:
     """The input of steps an engine recomputes one unroll later: the state before them, their inputs."""

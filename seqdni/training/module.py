@@ -20,7 +20,7 @@ import torch
 from seqdni.data import CharVocab, Task
 from seqdni.engines import Carry, Engine
 from seqdni.training import checkpointing
-from seqdni.training.optim import Steps, adam, schedule
+from seqdni.training.optim import LightningSteps, adam, schedule
 from seqdni.training.probe import Probe
 
 
@@ -62,10 +62,10 @@ class SeqModule(L.LightningModule):
         factor = schedule(self.lr_schedule, self.warmup_steps, total)
         return optimizers, [torch.optim.lr_scheduler.LambdaLR(optimizers[0], factor)]
 
-    def _steps(self) -> Steps:
+    def _steps(self) -> LightningSteps:
         opts = self.optimizers()
         opts = opts if isinstance(opts, list) else [opts]
-        return Steps(self, self.engine.param_groups(), opts, self.lr_schedulers() if self.lr_schedule else None)
+        return LightningSteps(self, self.engine.param_groups(), opts, self.lr_schedulers() if self.lr_schedule else None)
 
     def on_train_epoch_start(self) -> None:
         self.carry = None  # a new epoch starts every stream from the zero state
@@ -94,7 +94,7 @@ class SeqModule(L.LightningModule):
             self.probe.maybe_run(self)
         return None
 
-    def _log_window(self, losses: dict, stats: dict, steps: Steps) -> None:
+    def _log_window(self, losses: dict, stats: dict, steps: LightningSteps) -> None:
         for i, (key, value) in enumerate(losses.items()):
             self.log(key, value, prog_bar=i == 0)
         if steps.grad_norm is not None:

@@ -6,9 +6,8 @@ import math
 from collections.abc import Callable
 
 import torch
-from torch import Tensor
 
-from seqdni.engines.base import ParamGroup
+from seqdni.engines.base import ParamGroup, Steps
 
 
 def adam(params: list[torch.nn.Parameter], **kw) -> torch.optim.Adam:
@@ -31,41 +30,14 @@ def schedule(kind: str, warmup_steps: int, total: int | None) -> Callable[[int],
     return factor
 
 
-class Steps:
-    """The `seqdni.engines.Stepper` of a LightningModule with manual optimisation.
-
-    The main group (the engine's first) steps through its LightningOptimizer, so Lightning's
-    `global_step` (and `trainer.max_steps`) counts its updates only; the other groups step their
-    raw optimisers. Clipping is `torch.nn.utils.clip_grad_norm_` on the group's own parameters,
-    so one group's clip never sees another's gradients.
-    """
+class LightningSteps(Steps):
+    """`seqdni.engines.Steps` under Lightning's manual optimisation: backward through
+    `manual_backward` (precision and strategy plugins apply), and the main group steps through its
+    LightningOptimizer, so Lightning's `global_step` (and `trainer.max_steps`) counts its updates
+    only; the other groups step their raw optimisers."""
 
     def __init__(self, module, groups: list[ParamGroup], optimizers: list, scheduler=None):
-        self.module, self.scheduler = module, scheduler
-        self.groups = {g.name: (g, opt) for g, opt in zip(groups, optimizers)}
-        self.main = groups[0].name
-        self.grad_norm: Tensor | None = None  # the main group's last norm before clipping
+        super().__init__(groups, optimizers, scheduler, backward=module.manual_backward)
 
-    def backward(self, loss: Tensor, retain_graph: bool = False) -> None:
-        self.module.manual_backward(loss, retain_graph=retain_graph)
-
-    def clip(self, group: str) -> None:
-        g, _ = self.groups[group]
-        if g.clip > 0:
-            norm = torch.nn.utils.clip_grad_norm_(g.params, g.clip)
-        elif group == self.main:
-            norm = torch.nn.utils.get_total_norm([p.grad for p in g.params if p.grad is not None])
-        else:
-            return
-        if group == self.main:
-            self.grad_norm = norm
-
-    def step(self, group: str) -> None:
-        _, opt = self.groups[group]
-        if group == self.main:
-            opt.step()
-        else:
-            opt.optimizer.step()
-        opt.zero_grad(set_to_none=True)
-        if group == self.main and self.scheduler is not None:
-            self.scheduler.step()
+    def optimizer_step(self, group: str, optimizer) -> None:
+        (optimizer if group == self.main else optimizer.optimizer).step()
