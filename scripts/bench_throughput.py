@@ -26,8 +26,7 @@ import lightning as L
 import torch
 import torch.nn.functional as F
 
-from seqdni.data import CharDataModule, StreamBatches
-from seqdni.data import Task
+from seqdni.data import CharDataModule, StreamBatches, Task
 from seqdni.nets import CharLSTM
 from seqdni.training import SeqModel
 

@@ -28,9 +28,9 @@ import json
 import torch
 import torch.nn.functional as F
 
+from seqdni.cli.sample import load_checkpoint
 from seqdni.data import CharDataModule
 from seqdni.dni import flatten_state
-from seqdni.cli.sample import load_checkpoint
 
 
 def collect(lm, ids: torch.Tensor, rows: int, unrolls: int, warmup: int):

@@ -12,7 +12,7 @@ from seqdni.data.task import Task
 
 class CopyDataModule(L.LightningDataModule):
     """Copy: N random binary vectors, a delimiter, then the N vectors back. N is the
-    curriculum level, raised by `seqdni.copy.Curriculum`.
+    curriculum level, raised by `seqdni.training.Curriculum`.
 
     Args:
         batch_size: Parallel episode streams B.

@@ -11,7 +11,7 @@ Repeat Copy adds an input channel with the repeat count R / max_repeats on the d
 step and an output end-marker bit: the network outputs v_1..v_N R times, then a step with
 only the end marker set; the end-marker bit is scored (as 0) on every output step before.
 
-Targets follow `seqdni.model.BitLSTM`: y is (T, bits [+ end] + 2): the target bits, the
+Targets follow `seqdni.nets.BitLSTM`: y is (T, bits [+ end] + 2): the target bits, the
 loss mask, and an episode-end flag on the last step of each episode.
 
 Each batch row is one endless stream of episodes (after a random blank lead-in, so rows

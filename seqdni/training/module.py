@@ -54,7 +54,7 @@ class SeqModule(L.LightningModule):
 
     # ---- optimisation -------------------------------------------------------------------------
     def configure_optimizers(self):
-        groups = self.engine.param_groups()
+        self._groups = groups = self.engine.param_groups()
         optimizers = [adam(g.params, lr=g.lr, weight_decay=g.weight_decay) for g in groups]
         if self.lr_schedule is None:
             return optimizers
@@ -65,7 +65,7 @@ class SeqModule(L.LightningModule):
     def _steps(self) -> LightningSteps:
         opts = self.optimizers()
         opts = opts if isinstance(opts, list) else [opts]
-        return LightningSteps(self, self.engine.param_groups(), opts, self.lr_schedulers() if self.lr_schedule else None)
+        return LightningSteps(self, self._groups, opts, self.lr_schedulers() if self.lr_schedule else None)
 
     def on_train_epoch_start(self) -> None:
         self.carry = None  # a new epoch starts every stream from the zero state
