@@ -3,7 +3,7 @@
 - `state`: a recurrent state as one (batch, features) matrix; cutting it at a boundary.
 - `functional`: the injection, the bootstrapped target, the regression loss, the true
   future gradient and diagnostics, as functions.
-- `SyntheticGradient` (M) and `SGOptions` (its settings).
+- `SyntheticGradient` (M), `SGOptions` (its settings) and `BoundaryOptions` (at a truncation boundary).
 - `Interface`: one decoupled interface (predict, inject, target, learn), the one path every
   engine uses, and what a plain PyTorch TBPTT loop over any recurrent core needs.
 
@@ -19,10 +19,10 @@ from seqdni.dni.functional import (
     true_future_gradient,
 )
 from seqdni.dni.interface import Interface
-from seqdni.dni.options import SGOptions
+from seqdni.dni.options import BoundaryOptions, SGOptions
 from seqdni.dni.state import State, as_tuple, detach_state, flatten_state, unflatten_state
 from seqdni.dni.synthetic import SyntheticGradient
 
-__all__ = ["Interface", "SGOptions", "State", "SyntheticGradient", "as_tuple", "bootstrapped_target",
+__all__ = ["BoundaryOptions", "Interface", "SGOptions", "State", "SyntheticGradient", "as_tuple", "bootstrapped_target",
            "boundary_injection", "cosine", "detach_state", "diagnostics", "flatten_state", "regression_loss",
            "true_future_gradient", "unflatten_state"]

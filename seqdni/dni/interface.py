@@ -67,10 +67,11 @@ class Interface(nn.Module):
         grads = [bootstrapped_target(leaf, batch_dim).reshape(-1, self.width) for leaf in leaves]
         return torch.cat(grads) * n_recv
 
-    def remainder(self, end: State, g: Tensor, leaf: State, batch_dim: int = 1) -> Tensor:
+    def remainder(self, end: State, g: Tensor, leaf: State, batch_dim: int = 1, retain_graph: bool = False) -> Tensor:
         """`scale_target: false`: the unscaled rest of the future term, (1 - scale) · Jᵀ g, where J is
         ∂end/∂leaf (one extra vector-Jacobian product; `end`'s graph must still be alive)."""
-        rest = torch.autograd.grad(boundary_injection(end, g, 1.0, batch_dim), as_tuple(leaf))
+        rest = torch.autograd.grad(boundary_injection(end, g, 1.0, batch_dim), as_tuple(leaf),
+                                   retain_graph=retain_graph)
         return (1.0 - self.opts.scale) * flatten_state(tuple(rest), batch_dim)
 
     def learn(self, inputs: Tensor, target: Tensor, cond: Tensor | None = None) -> tuple[Tensor, Tensor]:
@@ -79,9 +80,13 @@ class Interface(nn.Module):
         return regression_loss(prediction, target), prediction.detach()
 
     def learn_leaves(self, leaves: list[State], n_recv: float, batch_dim: int = 1,
-                     conds: list[Tensor] | None = None) -> tuple[Tensor, dict[str, Tensor], Tensor]:
-        """`target` and `learn` on the receiver's leaves at once: the loss, diagnostics, the targets."""
+                     conds: list[Tensor] | None = None, extra: Tensor | None = None
+                     ) -> tuple[Tensor, dict[str, Tensor], Tensor]:
+        """`target` (plus `extra`, e.g. a `remainder`) and `learn` on the receiver's leaves at once:
+        the loss, diagnostics, the targets."""
         target = self.target(leaves, n_recv, batch_dim)
+        if extra is not None:
+            target = target + extra
         inputs = torch.cat([self.rows(leaf, batch_dim).detach() for leaf in leaves])
         loss, prediction = self.learn(inputs, target, None if conds is None else torch.cat(conds))
         return loss, {f"{self.prefix}/loss": loss.detach(), **self.diagnostics(prediction, target)}, target.detach()

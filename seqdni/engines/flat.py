@@ -26,7 +26,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from seqdni.dni import Interface, SGOptions, cosine, detach_state, flatten_state, regression_loss
+from seqdni.dni import BoundaryOptions, Interface, cosine, detach_state, flatten_state, regression_loss
 from seqdni.engines.base import (
     Carry,
     Kept,
@@ -40,19 +40,19 @@ from seqdni.engines.base import (
 
 
 @dataclass
-class DNIOptions(SGOptions):
+class DNIOptions(BoundaryOptions):
     """Synthetic gradients at the truncation boundaries of the flat engine (unset: plain TBPTT).
 
     Args:
         hidden: Width of the synthetic-gradient model's hidden layer; 0 makes it linear.
         scale: Factor on M's output before it is injected into the core's backward pass.
             0.1 keeps an untrained M from dominating the true in-unroll gradient.
+        lr: Learning rate of M's own Adam optimiser.
+        clip: Gradient-norm clip of M (separate from the core's clip); 0 disables.
         scale_target: If true the future term of the target uses the scaled prediction,
             so target_t = ∂J_k/∂s_t exactly (one backward pass; M then learns a gradient
             discounted by `scale` per unroll). If false the target uses M unscaled, so M
             estimates the undiscounted future gradient (one extra vector-Jacobian product).
-        lr: Learning rate of M's own Adam optimiser.
-        clip: Gradient-norm clip of M (separate from the core's clip); 0 disables.
         conditional: M also reads the next input (the first one after the boundary).
         train_core: The regression loss also trains the kept core step that produced
             s_t, not only M. Its gradient is added after the core's clip.

@@ -26,7 +26,7 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 
-from seqdni.dni import Interface, SGOptions, detach_state
+from seqdni.dni import BoundaryOptions, Interface, detach_state
 from seqdni.engines.base import Carry, ParamGroup, Stepper, UnrollOut, apply_unroll, summarise_unrolls
 from seqdni.nets import HierLSTM
 
@@ -65,13 +65,14 @@ class HierEngine(nn.Module):
         unroll: Lower truncation length in characters (one lower update each).
         upper_unroll: Upper truncation length in ticks.
         message: The lower→upper interface: `bptt`, `cut` or `dni`.
-        dni: Settings of every synthetic-gradient interface (message and boundaries).
+        dni: Settings of every synthetic-gradient interface (message and boundaries; `scale_target`
+            concerns the boundaries, whose targets bootstrap on M).
         boundaries: Also put a synthetic gradient at each level's truncation boundary.
         lr, weight_decay, clip: The cores' Adam (both levels together) and gradient clip.
     """
 
     def __init__(self, net: HierLSTM, unroll: int, upper_unroll: int, message: Message = "dni",
-                 dni: SGOptions | None = None, boundaries: bool = False, lr: float = 2e-3,
+                 dni: BoundaryOptions | None = None, boundaries: bool = False, lr: float = 2e-3,
                  weight_decay: float = 0.0, clip: float = 1.0):
         super().__init__()
         self.net, self.span, self.message, self.dni = net, unroll, message, dni
@@ -112,10 +113,19 @@ class HierEngine(nn.Module):
         return self.net.eval_sums(out, y), (s, (phase + x.size(1)) % self.net.tick)
 
     @staticmethod
-    def _inject(sg: Interface, value, n: float, stats: dict, batch_dim: int = 1) -> Tensor:
+    def _inject(sg: Interface, value, n: float, stats: dict, batch_dim: int = 1) -> tuple[Tensor, Tensor]:
+        """The injection term of M(value) and M(value) itself."""
         g = sg.predict(value, batch_dim=batch_dim)
         stats.update(sg.injected_norm(g))
-        return sg.inject(value, g, n, batch_dim)
+        return sg.inject(value, g, n, batch_dim), g
+
+    def _second_pass(self) -> bool:
+        return self.dni is not None and self.dni.second_pass
+
+    def _learn_boundary(self, sg: Interface, leaf, end, g: Tensor, n: float, retain_graph: bool = False):
+        """A boundary's M against n · ∂J/∂leaf, plus with `scale_target: false` the unscaled remainder."""
+        extra = sg.remainder(end, g, leaf, retain_graph=retain_graph) if self._second_pass() else None
+        return sg.learn_leaves([leaf], n, extra=extra)
 
     # ---- one lower unroll ------------------------------------------------------------------------
     def unroll(self, x: Tensor, y: Tensor, carry: Carry, backward=Tensor.backward) -> UnrollOut:
@@ -125,10 +135,10 @@ class HierEngine(nn.Module):
         want_lower = self.lower_sg is not None and carry.boundary
         s_low = detach_state(carry.state[:2], requires_grad=want_lower)
         period = getattr(carry, "period", None) or self._open(carry)
-        loss, low_end, stats = self._lower(x, y, s_low, period, n, backward)
+        loss, low_end, g_low, stats = self._lower(x, y, s_low, period, n, backward, want_lower)
         sg_losses = []
         if want_lower:
-            sg_loss, st, _ = self.lower_sg.learn_leaves([s_low], n)
+            sg_loss, st, _ = self._learn_boundary(self.lower_sg, s_low, low_end, g_low, n)
             sg_losses.append(sg_loss)
             stats.update(st)
         up = detach_state(period.state)
@@ -138,27 +148,29 @@ class HierEngine(nn.Module):
         new = HierCarry((*detach_state(low_end), *up), boundary=True, period=period)
         return UnrollOut(loss.detach(), sum(sg_losses) if sg_losses else None, new, stats)
 
-    def _lower(self, x: Tensor, y: Tensor, s_low: LSTMState, period: Period, n: int, backward
-               ) -> tuple[Tensor, LSTMState, dict]:
+    def _lower(self, x: Tensor, y: Tensor, s_low: LSTMState, period: Period, n: int, backward, want_lower: bool
+               ) -> tuple[Tensor, LSTMState, Tensor | None, dict]:
         """The lower core's forward and backward; the upper core advances on the messages."""
         out, low_end = self.net.lower_core(x, s_low)
         ticks = self.net.ticks(x.size(1))
         m = self.net.send(out, ticks)
         objective, stats = 0.0, {}
         if self.msg_sg is not None:  # the synthetic gradient for the message, at once
-            objective = objective + self._inject(self.msg_sg, m, n, stats, batch_dim=0)
+            objective = objective + self._inject(self.msg_sg, m, n, stats, batch_dim=0)[0]
         m_leaf = m.detach().requires_grad_(self.msg_sg is not None)
         u_seq, period.state = self.net.upper(m_leaf, period.state)
         u_leaf = u_seq.detach().requires_grad_()
         loss = self.net.loss(self.net.read(out, period.u_read, u_leaf, ticks), y)
         objective = objective + loss
+        g_low = None
         if self.lower_sg is not None:
-            objective = objective + self._inject(self.lower_sg, low_end, n, stats)
-        backward(objective)
+            term, g_low = self._inject(self.lower_sg, low_end, n, stats)
+            objective = objective + term
+        backward(objective, retain_graph=want_lower and self._second_pass())
         period.reads.append((u_seq, u_leaf))
         period.messages.append(m_leaf)
         period.u_read, period.done = u_leaf[:, -1], period.done + 1
-        return loss, low_end, stats
+        return loss, low_end, g_low, stats
 
     def _open(self, carry: Carry) -> Period:
         want_upper = self.upper_sg is not None and carry.boundary
@@ -172,15 +184,17 @@ class HierEngine(nn.Module):
         (scaled to the period's mean loss), plus the upper boundary's synthetic gradient."""
         objective = sum((node * (leaf.grad / self.per_period)).sum()
                         for node, leaf in period.reads if leaf.grad is not None and node.requires_grad)
+        want_upper = self.upper_sg is not None and period.start[0].requires_grad
         if self.upper_sg is not None:
-            objective = objective + self._inject(self.upper_sg, period.state, n_upper, stats)
+            term, g_up = self._inject(self.upper_sg, period.state, n_upper, stats)
+            objective = objective + term
         if isinstance(objective, Tensor):
-            backward(objective)
+            backward(objective, retain_graph=want_upper and self._second_pass())
         learn = []
         if self.msg_sg is not None:
             learn.append(self.msg_sg.learn_leaves(period.messages, n_upper, batch_dim=0))
-        if self.upper_sg is not None and period.start[0].requires_grad:
-            learn.append(self.upper_sg.learn_leaves([period.start], n_upper))
+        if want_upper:
+            learn.append(self._learn_boundary(self.upper_sg, period.start, period.state, g_up, n_upper))
         for _, st, _ in learn:
             stats.update(st)
         return [sg_loss for sg_loss, _, _ in learn]
@@ -193,15 +207,16 @@ class HierEngine(nn.Module):
                   for sg, part in zip(sgs, (carry.state[:2], carry.state[2:]))]
         feats, new = self.net.core(x, (*leaves[0], *leaves[1]))
         loss = self.net.loss(feats, y)
-        objective = loss
-        for sg, end in zip(sgs, (new[:2], new[2:])):
+        objective, gs, ends = loss, [None, None], (new[:2], new[2:])
+        for i, sg in enumerate(sgs):
             if sg is not None:
-                objective = objective + self._inject(sg, end, n, stats)
-        backward(objective)
+                term, gs[i] = self._inject(sg, ends[i], n, stats)
+                objective = objective + term
+        backward(objective, retain_graph=carry.boundary and self._second_pass())
         sg_losses = []
-        for sg, leaf in zip(sgs, leaves):
+        for sg, leaf, end, g in zip(sgs, leaves, ends, gs):
             if sg is not None and carry.boundary:
-                sg_loss, st, _ = sg.learn_leaves([leaf], n)
+                sg_loss, st, _ = self._learn_boundary(sg, leaf, end, g, n, retain_graph=True)
                 sg_losses.append(sg_loss)
                 stats.update(st)
         return UnrollOut(loss.detach(), sum(sg_losses) if sg_losses else None,

@@ -44,7 +44,6 @@ class MessageOptions(SGOptions):
     Args:
         hidden: Width of M's hidden layer; 0 makes it linear.
         scale: Factor on M's output before it is injected into A's backward pass.
-        scale_target: Unused here: a message's target is B's true gradient, with no future term.
         lr: Learning rate of M's own Adam optimiser.
         clip: Gradient-norm clip of M; 0 disables.
         conditional: M also reads the digit frequencies of the segment A has just read.

@@ -11,7 +11,7 @@ from dataclasses import asdict, fields
 from typing import Literal
 
 from seqdni.data import Task
-from seqdni.dni import SGOptions
+from seqdni.dni import BoundaryOptions
 from seqdni.engines import DNIOptions, FlatEngine, HierEngine, MessageOptions, TwoTimescaleEngine
 from seqdni.engines.hier import Message
 from seqdni.engines.twotimescale import Regime
@@ -107,17 +107,18 @@ class HierLM(SeqModule):
         message: The lower→upper interface: `bptt` (end to end; needs `upper_unroll` · `tick` =
             `unroll`), `cut` (no gradient to the lower core) or `dni` (a synthetic gradient).
         boundaries: Also put a synthetic gradient at each level's truncation boundary.
-        dni: Synthetic-gradient settings of every interface (hidden width, scale, lr, clip); set
-            when `message` is `dni` or `boundaries` is true, otherwise unset.
+        dni: Synthetic-gradient settings of every interface (hidden width, scale, lr, clip;
+            `scale_target` for the boundaries); set when `message` is `dni` or `boundaries` is
+            true, otherwise unset.
     """
 
     def __init__(self, task: Task, window: int = 128, unroll: int = 8, embed_dim: int = 128, hidden_size: int = 256,
                  num_layers: int = 1, dropout: float = 0.0, lr: float = 2e-3, weight_decay: float = 0.0,
                  clip: float = 1.0, lr_schedule: Literal["constant", "cosine"] = "constant", warmup_steps: int = 0,
                  tick: int = 4, upper_hidden: int = 256, message_size: int = 64, upper_unroll: int = 8,
-                 message: Message = "dni", boundaries: bool = False, dni: SGOptions | None = None):
+                 message: Message = "dni", boundaries: bool = False, dni: BoundaryOptions | None = None):
         super().__init__()
-        task, dni = as_task(task), as_options(SGOptions, dni, "HierLM")
+        task, dni = as_task(task), as_options(BoundaryOptions, dni, "HierLM")
         if message not in ("bptt", "cut", "dni"):
             raise ValueError(f"model.message must be bptt, cut or dni, got {message!r}")
         _check_hier(task, window, unroll, tick, upper_unroll, message, boundaries, dni)
@@ -131,7 +132,7 @@ class HierLM(SeqModule):
 
 
 def _check_hier(task: Task, window: int, unroll: int, tick: int, upper_unroll: int, message: str, boundaries: bool,
-                dni: SGOptions | None) -> None:
+                dni: BoundaryOptions | None) -> None:
     """HierLM's arguments, each error naming the key to change."""
     if task.kind != "chars":
         raise ValueError(f"HierLM is a character language model; the {task.name!r} task has no vocabulary")
@@ -154,8 +155,6 @@ def _check_hier(task: Task, window: int, unroll: int, tick: int, upper_unroll: i
         raise ValueError("model.dni must be set when model.message is dni or model.boundaries is true, and unset "
                          f"(null) otherwise; got message {message!r}, boundaries {boundaries}, "
                          f"dni {'set' if dni is not None else 'unset'}")
-    if dni is not None and boundaries and not dni.scale_target:
-        raise ValueError("model.dni.scale_target false is not supported with model.boundaries true; set it to true")
 
 
 class TwoTimescale(SeqModule):
@@ -211,4 +210,4 @@ class TwoTimescale(SeqModule):
 def system_options(class_path: str) -> tuple[type | None, str]:
     """The class of a system's `dni` options, and the system's name."""
     name = class_path.rpartition(".")[2]
-    return {"SeqModel": DNIOptions, "HierLM": SGOptions, "TwoTimescale": MessageOptions}.get(name), name
+    return {"SeqModel": DNIOptions, "HierLM": BoundaryOptions, "TwoTimescale": MessageOptions}.get(name), name
