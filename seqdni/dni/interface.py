@@ -34,7 +34,7 @@ class Interface(nn.Module):
 
     Args:
         width: Features of one value (one example's flattened state, or one message).
-        opts: Synthetic-gradient settings (hidden width, scale, scale_target).
+        opts: Synthetic-gradient settings (`SGOptions`; `BoundaryOptions` at a truncation boundary).
         name: Diagnostics are named `sg/<name>/...` (`sg/...` without a name).
         cond_dim: Width of a conditioning input that M also reads (conditional DNI); 0 for none.
     """
@@ -68,11 +68,12 @@ class Interface(nn.Module):
         return torch.cat(grads) * n_recv
 
     def remainder(self, end: State, g: Tensor, leaf: State, batch_dim: int = 1, retain_graph: bool = False) -> Tensor:
-        """`scale_target: false`: the unscaled rest of the future term, (1 - scale) · Jᵀ g, where J is
-        ∂end/∂leaf (one extra vector-Jacobian product; `end`'s graph must still be alive)."""
+        """A bootstrapped target's future term beyond the injected one, (γ - α) · Jᵀ g, where J is
+        ∂end/∂leaf (`BoundaryOptions.discount`; one extra vector-Jacobian product; `end`'s graph
+        must still be alive)."""
         rest = torch.autograd.grad(boundary_injection(end, g, 1.0, batch_dim), as_tuple(leaf),
                                    retain_graph=retain_graph)
-        return (1.0 - self.opts.scale) * flatten_state(tuple(rest), batch_dim)
+        return (self.opts.gamma - self.opts.scale) * flatten_state(tuple(rest), batch_dim)
 
     def learn(self, inputs: Tensor, target: Tensor, cond: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """M's regression loss (with its graph) on rows `inputs`, and the prediction, detached."""

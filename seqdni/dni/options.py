@@ -34,24 +34,48 @@ class SGOptions:
 
 @dataclass
 class BoundaryOptions(SGOptions):
-    """M at a truncation boundary, where the target's future term is M's own next prediction.
+    """M at a truncation boundary, where the target's future term is M's own next prediction:
+
+        target_t = n · ∂ℓ/∂s_t + discount · Jᵀ M(s_{t+T}),   J = ∂s_{t+T}/∂s_t
+
+    while the core receives scale · M(s_{t+T}). So M learns the future gradient with unroll k
+    ahead weighted discount^k: its horizon is about 1 / (1 - discount) unrolls.
 
     Args:
         hidden: Width of M's hidden layer; 0 makes it linear.
-        scale: Factor on M's output before it is injected into the core's backward pass.
+        scale: α, the factor on M's output when it is injected into the core's backward pass.
             0.1 keeps an untrained M from dominating the true in-unroll gradient.
         lr: Learning rate of M's own Adam optimiser.
         clip: Gradient-norm clip of M (separate from the core's clip); 0 disables.
-        scale_target: If true the future term of the bootstrapped target uses the scaled
-            prediction, so target_t = ∂J_k/∂s_t exactly (one backward pass; M then learns a
-            gradient discounted by `scale` per unroll). If false the target uses M unscaled, so
-            M estimates the undiscounted future gradient (one extra vector-Jacobian product with
-            respect to the states, no weight gradients).
+        discount: γ in [0, 1], the factor on the future term of the bootstrapped target. Unset:
+            γ = α (or 1 with `scale_target: false`). γ = α costs nothing extra (the target is
+            ∂J_k/∂s_t of the one backward pass); any other γ costs one more vector-Jacobian
+            product with respect to the states (no weight gradients).
+        scale_target: The earlier switch for γ: true (or unset) is γ = α, false is γ = 1. Give
+            `discount` instead; setting both is an error unless they agree.
     """
 
-    scale_target: bool = True
+    scale_target: bool | None = None
+    discount: float | None = None
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.discount is not None:
+            if not 0.0 <= self.discount <= 1.0:
+                raise ValueError(f"model.dni.discount is γ in [0, 1], got {self.discount}")
+            implied = None if self.scale_target is None else (self.scale if self.scale_target else 1.0)
+            if implied is not None and implied != self.discount:
+                raise ValueError(f"model.dni.scale_target {str(self.scale_target).lower()} means discount {implied}, "
+                                 f"but model.dni.discount is {self.discount}; give only model.dni.discount")
+
+    @property
+    def gamma(self) -> float:
+        """γ, the discount of the bootstrapped target's future term."""
+        if self.discount is not None:
+            return self.discount
+        return self.scale if self.scale_target in (None, True) else 1.0
 
     @property
     def second_pass(self) -> bool:
-        """Whether a bootstrapped target needs the unscaled remainder of its future term."""
-        return not self.scale_target and self.scale != 1.0
+        """Whether a bootstrapped target needs (γ - α) · Jᵀ M(s_{t+T}) beyond the backward pass."""
+        return self.gamma != self.scale

@@ -49,10 +49,10 @@ class DNIOptions(BoundaryOptions):
             0.1 keeps an untrained M from dominating the true in-unroll gradient.
         lr: Learning rate of M's own Adam optimiser.
         clip: Gradient-norm clip of M (separate from the core's clip); 0 disables.
-        scale_target: If true the future term of the target uses the scaled prediction,
-            so target_t = ∂J_k/∂s_t exactly (one backward pass; M then learns a gradient
-            discounted by `scale` per unroll). If false the target uses M unscaled, so M
-            estimates the undiscounted future gradient (one extra vector-Jacobian product).
+        discount: γ, the factor on the future term of the bootstrapped target (unset: γ = α);
+            M learns the future gradient with unroll k ahead weighted γ^k. γ ≠ α costs one more
+            vector-Jacobian product with respect to the states.
+        scale_target: The earlier switch for γ (true: γ = α, false: γ = 1); give `discount`.
         conditional: M also reads the next input (the first one after the boundary).
         train_core: The regression loss also trains the kept core step that produced
             s_t, not only M. Its gradient is added after the core's clip.
@@ -186,7 +186,7 @@ class FlatEngine(RecurrentEval, nn.Module):
         """M(s_t) against its bootstrapped target: the loss, the prediction and the target."""
         n = y.size(0) * y.size(1)
         target = self.boundary.target([s_t], n)
-        if self.dni.second_pass:  # add the unscaled remainder (1 - scale) Jᵀ M(s_{t+T})
+        if self.dni.second_pass:  # γ ≠ α: add (γ - α) Jᵀ M(s_{t+T})
             target = target + self.boundary.remainder(fwd.end, g, s_t)
         if self.dni.train_core and carry.kept is not None:  # M reads the kept core step's s_t
             flat_in = self._kept_step(carry)

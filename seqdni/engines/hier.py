@@ -65,7 +65,7 @@ class HierEngine(nn.Module):
         unroll: Lower truncation length in characters (one lower update each).
         upper_unroll: Upper truncation length in ticks.
         message: The lower→upper interface: `bptt`, `cut` or `dni`.
-        dni: Settings of every synthetic-gradient interface (message and boundaries; `scale_target`
+        dni: Settings of every synthetic-gradient interface (message and boundaries; `discount`
             concerns the boundaries, whose targets bootstrap on M).
         boundaries: Also put a synthetic gradient at each level's truncation boundary.
         lr, weight_decay, clip: The cores' Adam (both levels together) and gradient clip.
@@ -123,7 +123,7 @@ class HierEngine(nn.Module):
         return self.dni is not None and self.dni.second_pass
 
     def _learn_boundary(self, sg: Interface, leaf, end, g: Tensor, n: float, retain_graph: bool = False):
-        """A boundary's M against n · ∂J/∂leaf, plus with `scale_target: false` the unscaled remainder."""
+        """A boundary's M against n · ∂J/∂leaf, plus (γ - α) Jᵀ M(end) when the discount γ ≠ α."""
         extra = sg.remainder(end, g, leaf, retain_graph=retain_graph) if self._second_pass() else None
         return sg.learn_leaves([leaf], n, extra=extra)
 

@@ -35,6 +35,8 @@ class HierLSTM(nn.Module):
         self.drop = nn.Dropout(dropout)
         self.head = nn.Linear(hidden_size + upper_hidden, vocab_size)
 
+    state_names = ("h_lower", "c_lower", "h_upper", "c_upper")
+
     # The loss and the evaluation are a character LM's, on the joint features.
     loss = CharLSTM.loss
     eval_sums = CharLSTM.eval_sums

@@ -30,6 +30,8 @@ class _LSTMNet(nn.Module):
         self.drop = nn.Dropout(dropout)
         self.head = nn.Linear(hidden_size, out_dim)
 
+    state_names = ("h", "c")  # what the training module logs the norms of (`state/h_norm`, ...)
+
     @property
     def state_size(self) -> int:
         """Features of the flattened (h, c) of one sequence: what M reads and predicts."""

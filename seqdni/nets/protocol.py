@@ -13,6 +13,8 @@ from torch import Tensor
 
 
 class Network(Protocol):
+    state_names: tuple[str, ...]  # one name per state tensor: the training module logs `state/<name>_norm`
+
     def init_state(self, batch_size: int, device: torch.device | str | None = None) -> tuple[Tensor, ...]:
         """The zero state of `batch_size` streams."""
 

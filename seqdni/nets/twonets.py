@@ -30,6 +30,8 @@ class TwoNets(nn.Module):
         self.b = nn.LSTM(message_size, hidden_b, batch_first=True)
         self.b_head = nn.Linear(hidden_b, period * period + 1)
 
+    state_names = ("h_a", "c_a", "h_b", "c_b")
+
     def a_parameters(self) -> list[nn.Parameter]:
         return [p for m in (self.embed, self.a, self.a_head, self.a_message) for p in m.parameters()]
 

@@ -103,6 +103,10 @@ class SeqModule(L.LightningModule):
             self.log("train/lr", steps.scheduler.get_last_lr()[0])
         for key, value in stats.items():
             self.log(key, value)
+        for name, t in zip(getattr(self.net, "state_names", ()), self.carry.state):
+            # Each stream's state norm (over layers and units), mean over the streams: an LSTM's cell
+            # state c can integrate without bound on streams that never reset it.
+            self.log(f"state/{name}_norm", t.detach().movedim(1, 0).flatten(1).norm(dim=1).mean())
 
     def _stop_on_non_finite(self, batch_idx: int) -> None:
         kept = [getattr(cb, "last_path", None) or getattr(cb, "best_model_path", None)

@@ -19,6 +19,9 @@ from seqdni.nets import HierLSTM, TwoNets, build_network
 from seqdni.training.module import SeqModule
 from seqdni.training.probe import Probe
 
+# What checkpoints of earlier versions stored for options a system did not use.
+LEGACY_DEFAULTS = {"scale_target": True, "conditional": False, "train_core": False, "aux_weight": 0.0}
+
 
 def as_task(task: Task | dict) -> Task:
     return Task(**task) if isinstance(task, dict) else task
@@ -31,7 +34,7 @@ def as_options(cls: type, value, owner: str):
         return value
     given = value if isinstance(value, dict) else asdict(value)
     known = {f.name for f in fields(cls)}
-    defaults = {f.name: f.default for f in fields(DNIOptions) + fields(MessageOptions)}
+    defaults = {**{f.name: f.default for f in fields(DNIOptions) + fields(MessageOptions)}, **LEGACY_DEFAULTS}
     for key, v in given.items():
         if key not in known and v != defaults.get(key, object()):
             raise ValueError(f"model.dni.{key} is not supported by {owner}; remove it")
@@ -108,8 +111,8 @@ class HierLM(SeqModule):
             `unroll`), `cut` (no gradient to the lower core) or `dni` (a synthetic gradient).
         boundaries: Also put a synthetic gradient at each level's truncation boundary.
         dni: Synthetic-gradient settings of every interface (hidden width, scale, lr, clip;
-            `scale_target` for the boundaries); set when `message` is `dni` or `boundaries` is
-            true, otherwise unset.
+            `discount` for the boundaries); set when `message` is `dni` or `boundaries` is true,
+            otherwise unset.
     """
 
     def __init__(self, task: Task, window: int = 128, unroll: int = 8, embed_dim: int = 128, hidden_size: int = 256,
