@@ -34,9 +34,9 @@ def as_options(cls: type, value, owner: str):
         return value
     given = value if isinstance(value, dict) else asdict(value)
     known = {f.name for f in fields(cls)}
-    defaults = {**{f.name: f.default for f in fields(DNIOptions) + fields(MessageOptions)}, **LEGACY_DEFAULTS}
+    defaults = {f.name: f.default for f in fields(DNIOptions) + fields(MessageOptions)}
     for key, v in given.items():
-        if key not in known and v != defaults.get(key, object()):
+        if key not in known and v != defaults.get(key, object()) and v != LEGACY_DEFAULTS.get(key, object()):
             raise ValueError(f"model.dni.{key} is not supported by {owner}; remove it")
     return cls(**{k: v for k, v in given.items() if k in known})
 

@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
-
 from helpers import B, T, V, char_lstm, flat_engine, grads, random_ids, randomize, unroll_all
+
 from seqdni.dni import BoundaryOptions, Interface, detach_state, flatten_state, unflatten_state
 from seqdni.engines import DNIOptions
 

@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
-from pathlib import Path
 
+import pytest
 import yaml
+from helpers import ROOT, run_python
 
-ROOT = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.slow
 
 
 def test_grid_writes_results_table_plots_and_resumes(text_files, tmp_path):
@@ -24,13 +22,12 @@ def test_grid_writes_results_table_plots_and_resumes(text_files, tmp_path):
             cfg["model"]["init_args"]["dni"] = dni
         (cfgs / f"{name}.yaml").write_text(yaml.safe_dump(cfg))
     out = tmp_path / "grid"
-    cmd = [sys.executable, str(ROOT / "scripts/ptb_table.py"), "--configs", str(cfgs), "--names", "bptt8", "dni8",
+    cmd = [str(ROOT / "scripts/ptb_table.py"), "--configs", str(cfgs), "--names", "bptt8", "dni8",
            "--budget-chars", "1024", "--out", str(out), "--",
            f"--data.train_files=[{text_files['train']}]", f"--data.val_files=[{text_files['valid']}]",
            f"--data.test_files=[{text_files['test']}]", f"--data.cache_dir={tmp_path / 'cache'}",
            "--data.download=false"]
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    first = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    first = run_python(cmd, cwd=tmp_path)
     assert first.returncode == 0, first.stderr[-3000:]
 
     runs = json.loads((out / "results.json").read_text())["runs"]
@@ -45,7 +42,7 @@ def test_grid_writes_results_table_plots_and_resumes(text_files, tmp_path):
     for png in ("val_bpc_vs_chars.png", "val_bpc_vs_seconds.png"):
         assert (out / png).read_bytes()[:4] == b"\x89PNG"
 
-    again = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    again = run_python(cmd, cwd=tmp_path)
     assert again.returncode == 0, again.stderr[-3000:]
     assert again.stdout.count("reusing") == 2 and "seqdni.train" not in again.stdout  # nothing retrained
     assert json.loads((out / "results.json").read_text())["runs"] == runs

@@ -1,8 +1,8 @@
-"""Run by tests/test_ddp.py as a script: a few training steps with DNI on CPU processes,
+"""Run by tests/training/test_ddp.py as a script: a few training steps with DNI on CPU processes,
 either 2 DDP ranks (gloo) of 2 streams each, or 1 process with all 4 streams. Each rank
 writes the windows it trained on and its final parameters to OUT/rank{r}.pt.
 
-    python tests/ddp_worker.py OUT DATA_DIR {ddp,single} {dni,aux}
+    python tests/training/ddp_worker.py OUT DATA_DIR {ddp,single} {dni,aux}
 """
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ import lightning as L
 import torch
 
 from seqdni.data import CharDataModule
-from seqdni.dni import DNIOptions
-from seqdni.lit import SeqModel
+from seqdni.engines import DNIOptions
+from seqdni.training import SeqModel
 
 STREAMS, WINDOW, STEPS = 4, 8, 12
 

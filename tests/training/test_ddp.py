@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-import os
 import random
 import socket
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import torch
+from helpers import run_python
 
-ROOT = Path(__file__).resolve().parents[1]
+WORKER = Path(__file__).resolve().parent / "ddp_worker.py"
 
 
 def free_port() -> int:
@@ -22,15 +21,14 @@ def free_port() -> int:
 
 
 def run(out: Path, mode: str, variant: str) -> None:
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", "MASTER_ADDR": "127.0.0.1",
-           "MASTER_PORT": str(free_port())}
+    env = {"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(free_port())}
     if sys.platform.startswith("linux"):  # gloo over loopback: no dependence on the host name resolving
-        env.setdefault("GLOO_SOCKET_IFNAME", "lo")
-    res = subprocess.run([sys.executable, str(ROOT / "tests/ddp_worker.py"), str(out), str(out), mode, variant],
-                         cwd=out, env=env, capture_output=True, text=True, timeout=300)
+        env["GLOO_SOCKET_IFNAME"] = "lo"
+    res = run_python([str(WORKER), str(out), str(out), mode, variant], cwd=out, **env)
     assert res.returncode == 0, res.stderr[-3000:]
 
 
+@pytest.mark.slow
 def test_two_gloo_ranks_stay_identical_see_disjoint_streams_and_match_one_process(tmp_path):
     """DNI + Aux: the core, the SG model and the Aux head all learn from separate backward passes."""
     variant = "aux"

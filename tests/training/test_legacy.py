@@ -14,6 +14,7 @@ import shutil
 
 import pytest
 from legacy import GOLDEN, LEGACY, golden_params, param_sums, run, with_old_init_order
+
 from seqdni.cli.sample import load_checkpoint, sample
 
 RTOL = 1e-6

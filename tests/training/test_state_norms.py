@@ -6,7 +6,6 @@ import math
 
 import lightning as L
 import torch
-
 from helpers import seq_model, trainer
 
 

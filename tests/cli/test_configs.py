@@ -1,0 +1,65 @@
+"""Every shipped config under configs/ parses and instantiates as `python -m seqdni.train` builds it
+(`seqdni.cli.train.cli`, `base:` inheritance resolved), and is what its file name says.
+
+What the files share is not checked here: a variant names its `base:` and holds only its differences.
+"""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+from helpers import CHAR_FILES, ROOT, write_ptb
+
+from seqdni.cli.train import cli
+from seqdni.data import CopyDataModule, ptb
+from seqdni.training import Curriculum, HierLM, SeqModel, TwoTimescale
+
+CONFIG_DIR = ROOT / "configs"
+# The grids the scripts run (scripts/copy_table.py, scripts/two_timescale.py) and the smoke run: each must exist.
+EXPECTED = [
+    CONFIG_DIR / "smoke.yaml",
+    *(CONFIG_DIR / task / f"{variant}{t}{aux}.yaml" for task in ("copy", "repeat-copy") for t in (2, 3, 4, 5)
+      for variant, aux in (("bptt", ""), ("dni", ""), ("dni", "-aux"))),
+    *(CONFIG_DIR / "two-timescale" / f"{regime}.yaml" for regime in ("bptt", "cut", "dni")),
+]
+CONFIGS = sorted(set(CONFIG_DIR.rglob("*.yaml")) | set(EXPECTED))
+
+FLAT = re.compile(r"(bptt|dni)(\d+)(-aux)?")  # bptt8, dni20, dni8-aux: T, DNI, DNI + Aux
+HIER = re.compile(r"hier-(bptt|cut|dni)(\d+)")  # hier-dni8: the message interface and the lower T
+REGIME = re.compile(r"(bptt|cut|dni)(-cond)?")  # two-timescale/dni-cond: the regime, a conditional M
+
+
+@pytest.mark.parametrize("config", CONFIGS, ids=lambda p: str(p.relative_to(CONFIG_DIR)))
+def test_every_shipped_config_instantiates_and_is_what_its_name_says(config, tmp_path, monkeypatch):
+    assert config.is_file(), f"{config} is missing"
+    # Character configs find a tiny PTB through $SEQDNI_DATA_DIR: every file is built as shipped.
+    monkeypatch.setenv(ptb.ENV_VAR, str(write_ptb(tmp_path / "ptb", "char", CHAR_FILES)))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    built = cli(["--config", str(config), f"--trainer.default_root_dir={tmp_path}"], run=False)
+    model, dm, name = built.model, built.datamodule, config.stem
+
+    assert model.task == dm.task  # linked from the data module, not typed twice
+    if model.vocab is not None:
+        assert model.vocab.symbols == dm.symbols
+    assert model.hparams.window % model.engine.span == 0  # a training batch is whole updates
+    if isinstance(dm, CopyDataModule):
+        assert any(isinstance(cb, Curriculum) for cb in built.trainer.callbacks)
+    if config.parent.name in ("copy", "repeat-copy"):
+        assert model.task.name == config.parent.name
+
+    if m := HIER.fullmatch(name):
+        message, unroll = m.groups()
+        assert isinstance(model, HierLM)
+        assert model.engine.message == message and model.hparams.unroll == int(unroll)
+    elif config.parent.name == "two-timescale":
+        assert isinstance(model, TwoTimescale) and model.period == dm.period == 4
+        regime, conditional = REGIME.fullmatch(name).groups()
+        assert model.regime == regime
+        assert (model.dni is not None and model.dni.conditional) == bool(conditional)
+    elif m := FLAT.fullmatch(name):
+        kind, unroll, aux = m.groups()
+        assert isinstance(model, SeqModel)
+        assert model.hparams.unroll == int(unroll)
+        assert (model.dni is not None) == (kind == "dni")
+        assert (model.dni is not None and model.dni.aux_weight > 0) == bool(aux)

@@ -1,0 +1,88 @@
+"""A run cut mid-epoch and resumed from `latest.ckpt` continues exactly, loss by loss, in every
+system: the carried state, the data stream and (Copy) the curriculum come from the checkpoint."""
+
+from __future__ import annotations
+
+import pytest
+from helpers import Losses, digit_data, hier_lm, seq_model, trainer, two_timescale
+
+from seqdni.data import RepeatCopyDataModule
+from seqdni.engines import DNIOptions
+from seqdni.training import Curriculum, LatestCheckpoint
+
+# Copy validates on its own schedule, across epochs.
+ENDLESS = dict(limit_val_batches=None, max_epochs=-1, check_val_every_n_epoch=None)
+
+
+@pytest.mark.parametrize("dni", [None, DNIOptions(aux_weight=0.5)])
+def test_flat_resume_continues_exactly_loss_by_loss(tmp_path, tiny_data, dni):
+    dm = tiny_data(batch_size=6)
+    per_epoch = len(dm.train_dataloader())
+    total = per_epoch + per_epoch // 2 + 3  # batches: into the second epoch
+    one = Losses()
+    trainer(tmp_path / "one", max_steps=2 * total, callbacks=[one], enable_checkpointing=False).fit(
+        seq_model(dm, dni=dni), dm)
+
+    first, second = Losses(), Losses()
+    cut = per_epoch + 2  # a mid-epoch cut
+    latest = LatestCheckpoint(every_n_batches=1000, dirpath=str(tmp_path / "two"))
+    trainer(tmp_path / "two", max_steps=2 * cut, callbacks=[first, latest]).fit(seq_model(dm, dni=dni), dm)
+    resumed = seq_model(dm, seed=123, dni=dni)  # different init: everything must come from the checkpoint
+    trainer(tmp_path / "two", max_steps=2 * total, callbacks=[second, LatestCheckpoint(dirpath=str(tmp_path / "two"))]
+            ).fit(resumed, dm, ckpt_path=latest.last_path)
+    assert len(one.losses) == total and len(first.losses) == cut and len(second.losses) == total - cut
+    assert first.losses + second.losses == pytest.approx(one.losses, rel=1e-6, abs=1e-7)
+
+
+def test_hier_resume_continues_exactly(tmp_path, tiny_data):
+    dm = tiny_data(batch_size=6)
+    per_epoch = len(dm.train_dataloader())
+    total, cut = per_epoch + 3, per_epoch // 2 + 1
+    one, first, second = Losses(), Losses(), Losses()
+    opts = dict(boundaries=True)
+    trainer(tmp_path / "one", max_steps=2 * total, callbacks=[one], enable_checkpointing=False).fit(
+        hier_lm(dm, **opts), dm)
+    latest = LatestCheckpoint(every_n_batches=1000, dirpath=str(tmp_path / "two"))
+    trainer(tmp_path / "two", max_steps=2 * cut, callbacks=[first, latest]).fit(hier_lm(dm, **opts), dm)
+    trainer(tmp_path / "two", max_steps=2 * total, callbacks=[second]).fit(hier_lm(dm, seed=5, **opts), dm,
+                                                                           ckpt_path=latest.last_path)
+    assert len(one.losses) == total and len(first.losses) + len(second.losses) == total
+    assert first.losses + second.losses == pytest.approx(one.losses, rel=1e-6, abs=1e-7)
+
+
+def test_two_timescale_resume_continues_exactly(tmp_path):
+    dm = digit_data()
+    one, first, second = Losses("train/b_loss"), Losses("train/b_loss"), Losses("train/b_loss")
+    trainer(tmp_path / "one", max_steps=20, callbacks=[one], enable_checkpointing=False).fit(
+        two_timescale(dm, "dni"), dm)
+    latest = LatestCheckpoint(every_n_batches=1000, dirpath=str(tmp_path / "two"))
+    trainer(tmp_path / "two", max_steps=8, callbacks=[first, latest]).fit(two_timescale(dm, "dni"), dm)
+    trainer(tmp_path / "two", max_steps=20, callbacks=[second]).fit(
+        two_timescale(dm, "dni", seed=9), dm, ckpt_path=latest.last_path)
+    assert first.losses + second.losses == pytest.approx(one.losses, rel=1e-6, abs=1e-7)
+
+
+@pytest.mark.parametrize("dni", [None, DNIOptions(aux_weight=0.1)])
+def test_copy_resume_continues_the_stream_and_the_curriculum_exactly(tmp_path, dni):
+    def data():
+        return RepeatCopyDataModule(batch_size=4, window=12, epoch_batches=6, eval_batch_size=4, eval_window=12,
+                                    eval_batches=1, seed=3)
+
+    def run(root, steps, callbacks, ckpt=None):
+        cur = Curriculum(threshold=1e9)  # every validation advances: the level changes during the run
+        model = seq_model(data(), seed=0 if ckpt is None else 99, unroll=3, lr=1e-2, clip=1.0, dni=dni)
+        trainer(root, max_steps=steps, val_check_interval=3, callbacks=[cur, *callbacks], **ENDLESS).fit(
+            model, dm := data(), ckpt_path=ckpt)
+        return cur, dm
+
+    one = Losses("train/loss")
+    cur_one, _ = run(tmp_path / "one", 4 * 14, [one])
+    first, second = Losses("train/loss"), Losses("train/loss")
+    latest = LatestCheckpoint(every_n_batches=1000, dirpath=str(tmp_path / "two"))
+    run(tmp_path / "two", 4 * 8, [first, latest])  # cut mid-epoch, between validations
+    cur_two, dm = run(tmp_path / "two", 4 * 14, [second, LatestCheckpoint(dirpath=str(tmp_path / "two"))],
+                      ckpt=latest.last_path)
+    assert len(first.losses) == 8 and len(second.losses) == 6
+    assert first.losses + second.losses == pytest.approx(one.losses, rel=1e-6, abs=1e-7)
+    assert first.levels + second.levels == one.levels and one.levels[-1] > one.levels[0]
+    assert cur_two.history == cur_one.history and cur_two.solved == cur_one.solved

@@ -1,0 +1,132 @@
+"""The training module on the flat system (`SeqModel`): the same gradients as a plain PyTorch loop,
+optimiser steps counted, carried-state evaluation without M, learning, the NaN stop, argument errors."""
+
+from __future__ import annotations
+
+import copy
+import math
+
+import lightning as L
+import pytest
+import torch
+import torch.nn.functional as F
+from helpers import grads, group_params, seq_model, trainer
+
+from seqdni.cli.sample import load_checkpoint
+from seqdni.engines import DNIOptions
+from seqdni.training import LatestCheckpoint, NonFiniteLossError, adam
+
+
+class CoreGrads(L.Callback):
+    """The gradients of the core group seen by each of its optimiser steps."""
+
+    def __init__(self):
+        self.grads = []
+
+    def on_train_start(self, trainer, pl_module):
+        params = group_params(pl_module.engine, "core")
+        trainer.optimizers[0].register_step_pre_hook(lambda *_: self.grads.append(grads(params)))
+
+
+@pytest.mark.parametrize("dni", [None, DNIOptions(aux_weight=0.5, train_core=True, conditional=True)])
+def test_check6_lightning_path_equals_plain_pytorch(tmp_path, tiny_data, dni):
+    dm = tiny_data()
+    lit = seq_model(dm, dni=dni)
+    plain = copy.deepcopy(lit.engine)
+    rec = CoreGrads()
+    trainer(tmp_path, max_steps=12, callbacks=[rec], enable_checkpointing=False).fit(lit, dm)
+
+    core, sg = group_params(plain, "core"), group_params(plain, "sg")
+    core_opt = adam(core, lr=1e-2)
+    sg_opt = adam(sg, lr=dni.lr) if dni else None
+    carry, seen = plain.initial_carry(2, torch.device("cpu")), []
+    for x, y in dm.train_dataloader():
+        for i in range(x.size(1) // 4):
+            out = plain.unroll(x[:, 4 * i : 4 * i + 4], y[:, 4 * i : 4 * i + 4], carry)
+            torch.nn.utils.clip_grad_norm_(core, 0.5)
+            if out.sg_loss is not None:
+                out.sg_loss.backward()
+                torch.nn.utils.clip_grad_norm_(sg, dni.clip)
+                sg_opt.step()
+            if sg_opt:
+                sg_opt.zero_grad()
+            seen.append(grads(core))
+            core_opt.step()
+            core_opt.zero_grad()
+            carry = out.carry
+        if len(seen) >= 12:
+            break
+    assert len(rec.grads) == len(seen) == 12
+    for g_lit, g_plain in zip(rec.grads, seen):
+        for a, b in zip(g_lit, g_plain):
+            torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-8)
+    for a, b in zip(lit.engine.parameters(), plain.parameters()):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-7)
+
+
+def test_max_steps_counts_language_model_updates_with_or_without_dni(tmp_path, tiny_data):
+    dm = tiny_data()
+    for dni in (None, DNIOptions()):
+        t = trainer(tmp_path, max_steps=6, enable_checkpointing=False)
+        t.fit(seq_model(dm, dni=dni), dm)
+        assert t.global_step == 6
+
+
+def test_check5_evaluation_carries_state_over_the_split_and_never_uses_sg(tmp_path, tiny_data):
+    dm = tiny_data(eval_window=5)  # many short evaluation batches: the state must cross them
+    lit = seq_model(dm, dni=DNIOptions(scale=1.0))
+    with torch.no_grad():
+        for p in lit.engine.boundary.sg.parameters():
+            p.normal_(0, 1.0)
+
+    def boom(*args, **kwargs):
+        raise AssertionError("evaluation called the synthetic-gradient model")
+
+    lit.engine.boundary.sg.forward = boom
+    bpc = trainer(tmp_path, limit_val_batches=None).validate(lit, dm)[0]["val/bpc"]
+
+    ids = dm.ids["valid"]
+    rows = ids[: (ids.numel() // 2) * 2].view(2, -1).long()
+    with torch.no_grad():
+        logits, _ = lit.net(rows[:, :-1])  # one forward over each whole stream
+    expected = F.cross_entropy(logits.reshape(-1, logits.size(-1)), rows[:, 1:].reshape(-1)).item() / math.log(2)
+    assert bpc == pytest.approx(expected, rel=1e-5)
+
+
+def test_training_lowers_validation_bpc(tmp_path, tiny_data):
+    dm = tiny_data()
+    lit = seq_model(dm, dni=DNIOptions())
+    t = trainer(tmp_path, max_steps=1, limit_val_batches=None, enable_checkpointing=False)
+    before = t.validate(lit, dm, verbose=False)[0]["val/bpc"]
+    t = trainer(tmp_path, max_steps=60, limit_val_batches=None, enable_checkpointing=False)
+    t.fit(lit, dm)
+    after = t.validate(lit, dm, verbose=False)[0]["val/bpc"]
+    assert after < before - 0.5, (before, after)
+
+
+class Poison(L.Callback):
+    def __init__(self, at_batch: int):
+        self.at_batch = at_batch
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        if batch_idx == self.at_batch:
+            with torch.no_grad():
+                pl_module.net.head.bias.fill_(float("nan"))
+
+
+def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, tiny_data):
+    dm = tiny_data()
+    latest = LatestCheckpoint(every_n_batches=2, dirpath=str(tmp_path / "ckpt"))
+    with pytest.raises(NonFiniteLossError, match=r"non-finite training loss .* optimiser step 12 .*latest\.ckpt"):
+        trainer(tmp_path, max_steps=100, callbacks=[latest, Poison(at_batch=5)]).fit(seq_model(dm), dm)
+    good = load_checkpoint(latest.last_path)
+    assert all(torch.isfinite(p).all() for p in good.parameters())
+    assert torch.load(latest.last_path, weights_only=True)["global_step"] == 8
+
+
+def test_bad_unroll_and_window_name_the_keys(tiny_data):
+    dm = tiny_data()
+    with pytest.raises(ValueError, match="model.unroll"):
+        seq_model(dm, unroll=0)
+    with pytest.raises(ValueError, match=r"data.window \(8\) must be a multiple of model.unroll \(3\)"):
+        seq_model(dm, unroll=3)
