@@ -15,7 +15,7 @@ import torch
 from torch import Tensor, nn
 
 from seqdni.nets.lstm import CharLSTM
-from seqdni.nets.sampling import check_generation, sample_next
+from seqdni.nets.sampling import sample_ids
 
 LSTMState = tuple[Tensor, Tensor]
 
@@ -106,18 +106,17 @@ class HierLSTM(nn.Module):
     def logits(self, features: Tensor) -> Tensor:
         return self.head(self.drop(features))
 
-    @torch.no_grad()
+    def start(self, prime: Tensor) -> tuple[Tensor, tuple[tuple[Tensor, ...], int]]:
+        """The state after `prime` (1, L), its tick phase, and the logits of the id that follows."""
+        feats, state = self.core(prime, self.init_state(1, prime.device))
+        return self.logits(feats[:, -1]), (state, prime.size(1) % self.tick)
+
+    def advance(self, ids: Tensor, carry: tuple[tuple[Tensor, ...], int]):
+        state, phase = carry
+        feats, state = self.core(ids, state, phase)
+        return self.logits(feats[:, -1]), (state, (phase + ids.size(1)) % self.tick)
+
     def generate(self, prime: Tensor, length: int, temperature: float = 1.0, top_k: int | None = None,
                  generator: torch.Generator | None = None) -> Tensor:
         """Warm the state on `prime` (1-D ids, at least one), then sample `length` ids."""
-        check_generation(prime, temperature)
-        feats, state = self.core(prime.view(1, -1), self.init_state(1, prime.device))
-        phase, out = prime.numel() % self.tick, []
-        for _ in range(length):
-            nxt = sample_next(self.logits(feats[:, -1]), temperature, top_k, generator)
-            out.append(nxt)
-            feats, state = self.core(nxt, state, phase)
-            phase = (phase + 1) % self.tick
-        return torch.cat(out, dim=1).view(-1) if out else prime.new_empty(0)
-
-
+        return sample_ids(self, prime, length, temperature, top_k, generator)

@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from seqdni.nets.sampling import check_generation, sample_next
+from seqdni.nets.sampling import sample_ids
 
 LN2 = math.log(2.0)
 
@@ -114,20 +114,19 @@ class CharLSTM(_LSTMNet):
         """The training loss (mean nats per character) as it is logged: bits per character."""
         return {"train/bpc": loss / LN2}
 
-    @torch.no_grad()
+    def start(self, prime: Tensor) -> tuple[Tensor, tuple[Tensor, Tensor]]:
+        """The state after `prime` (1, L) and the logits of the id that follows it."""
+        logits, state = self(prime)
+        return logits[:, -1], state
+
+    def advance(self, ids: Tensor, state: tuple[Tensor, Tensor]) -> tuple[Tensor, tuple[Tensor, Tensor]]:
+        logits, state = self(ids, state)
+        return logits[:, -1], state
+
     def generate(self, prime: Tensor, length: int, temperature: float = 1.0, top_k: int | None = None,
                  generator: torch.Generator | None = None) -> Tensor:
         """Warm the state on `prime` (1-D ids, at least one), then sample `length` ids."""
-        check_generation(prime, temperature)
-        logits, state = self(prime.view(1, -1))
-        last = logits[:, -1]
-        out = []
-        for _ in range(length):
-            nxt = sample_next(last, temperature, top_k, generator)
-            out.append(nxt)
-            logits, state = self(nxt, state)
-            last = logits[:, -1]
-        return torch.cat(out, dim=1).view(-1) if out else prime.new_empty(0)
+        return sample_ids(self, prime, length, temperature, top_k, generator)
 
 
 class BitLSTM(_LSTMNet):
