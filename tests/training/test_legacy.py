@@ -13,6 +13,7 @@ from __future__ import annotations
 import shutil
 
 import pytest
+import torch
 from legacy import GOLDEN, LEGACY, golden_params, param_sums, run, with_old_init_order
 
 from seqdni.cli.sample import load_checkpoint, sample
@@ -72,3 +73,24 @@ def test_old_checkpoint_loads_as_todays_class(name):
                 "seqdni.twotimescale.TwoTimescale": "TwoTimescale"}[GOLDEN["checkpoints"][name]["class_path"]]
     assert type(lm).__name__ == expected
     assert type(lm).__module__ == "seqdni.training.systems"
+
+
+def as_format_1(src, dst) -> None:
+    """A format-2 checkpoint of the flat model rewritten as format 1: one rank's carry with its
+    tensors unwrapped, and no class path (the oldest checkpoints were all `seqdni.lit.SeqModel`)."""
+    ckpt = torch.load(src, weights_only=True)
+    carry = ckpt["seqdni"]["carry"]
+    kept = carry["kept"]
+    ckpt["seqdni"] = {"format": 1, "carry": {
+        "state": [t[0] for t in carry["state"]], "boundary": carry["boundary"],
+        "kept": None if kept is None else {"state": [t[0] for t in kept["state"]], "x": kept["x"][0]}}}
+    torch.save(ckpt, dst)
+
+
+def test_format_1_checkpoint_resumes_and_samples_as_recorded(tmp_path):
+    saved = GOLDEN["checkpoints"]["flat-dni-aux"]
+    ckpt = tmp_path / "format1.ckpt"
+    as_format_1(LEGACY / "flat-dni-aux.ckpt", ckpt)
+    assert sample(str(ckpt), prime="the ", length=60, seed=0) == saved["sample"]["default"]
+    batches, built = run(saved["resume"]["args"], tmp_path, ckpt_path=str(ckpt))
+    check_run(batches, built.model, saved["resume"], "flat-dni-aux resumed from format 1")
