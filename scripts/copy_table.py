@@ -57,7 +57,8 @@ def run_one(task: str, variant: str, unroll: int, seed: int, steps: int, out: Pa
         rc = subprocess.run(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT).returncode
     curriculum = log_dir / "curriculum.json"
     record = json.loads(curriculum.read_text()) if curriculum.is_file() else {"solved": None, "history": []}
-    result = {**key, "returncode": rc, "seconds": round(time.time() - start, 1), "solved": record["solved"],
+    result = {**key, "method": variant, "returncode": rc, "seconds": round(time.time() - start, 1),
+              "solved": record["solved"],
               "history": record["history"], "command": " ".join(cmd[1:])}
     if rc == 0:
         done.write_text(json.dumps(result))
