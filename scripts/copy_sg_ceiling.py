@@ -1,0 +1,113 @@
+"""How predictable from the state is the gradient a Copy synthetic-gradient model stands in for?
+
+Loads a trained Copy / Repeat Copy DNI checkpoint and, on fixed held-out episode streams at the
+checkpoint's curriculum level, collects at every truncation boundary the state s_t, M's
+prediction M(s_t) and the true future gradient over the next K unrolls by BPTT (in M's
+per-sequence units), undiscounted and discounted by the run's γ. It then fits the best
+*linear* map from the state to each (ridge regression on the first 80% of boundaries, the
+ridge chosen on a slice of them) and compares, on the held-out 20%, mean per-example cosine and
+explained fraction 1 - |pred - target|² / |target|² for: the checkpoint's M, the ridge fit (the
+ceiling of a linear M with this state distribution), and the mean gradient (a constant).
+
+    python scripts/copy_sg_ceiling.py --ckpt runs/copy-table/copy/dni2/seed1/checkpoints/latest.ckpt \
+        --unrolls 8 --out ceiling.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+import torch
+import torch.nn.functional as F
+
+from seqdni.cli.sample import load_checkpoint
+from seqdni.data import CopyDataModule, RepeatCopyDataModule
+from seqdni.data.episodes import FixedEpisodes
+from seqdni.dni import flatten_state, true_future_gradient
+
+
+def streams(lm, ckpt: dict, rows: int, span: int, seed: int):
+    """Held-out episode streams at the checkpoint's level: x (rows, span, ·), y (rows, span, ·)."""
+    name = "RepeatCopyDataModule" if lm.task.name == "repeat-copy" else "CopyDataModule"
+    dm = (RepeatCopyDataModule if name.startswith("Repeat") else CopyDataModule)(level=ckpt[name]["level"])
+    return FixedEpisodes(dm._eval_draw, dm.x_dim, rows, span, 1, seed).grid(rows, span), dm.level
+
+
+def collect(lm, x, y, warmup: int, boundaries: int, K: int):
+    """Per boundary: s_t, M(s_t) and the true future gradient over K unrolls (undiscounted, γ-weighted)."""
+    net, T, gamma = lm.net, lm.engine.span, lm.dni.gamma
+    with torch.no_grad():
+        _, state = net.core(x[:, :warmup], net.init_state(x.size(0)))
+    rows = {"s": [], "m": [], "true": [], "discounted": []}
+    for b in range(boundaries):
+        at = warmup + b * T
+        chunks = [(j, x[:, at + j * T : at + (j + 1) * T], y[:, at + j * T : at + (j + 1) * T]) for j in range(K)]
+        for key, weight in (("true", 1.0), ("discounted", gamma)):
+            def loss(s, chunk, w=weight):
+                out, s = net.core(chunk[1], s)
+                return w ** chunk[0] * net.loss(out, chunk[2]), s
+            rows[key].append(true_future_gradient(loss, state, chunks) * (x.size(0) * T))
+        with torch.no_grad():
+            rows["s"].append(flatten_state(state))
+            rows["m"].append(lm.engine.boundary.sg(rows["s"][-1]))
+            _, state = net.core(x[:, at : at + T], state)
+    return {k: torch.cat(v) for k, v in rows.items()}
+
+
+def scores(pred: torch.Tensor, target: torch.Tensor) -> dict[str, float]:
+    return {"cosine": F.cosine_similarity(pred, target, dim=1).mean().item(),
+            "explained": 1.0 - (pred - target).pow(2).sum().item() / target.pow(2).sum().item()}
+
+
+def ridge(features: torch.Tensor, target: torch.Tensor, train: int) -> torch.Tensor:
+    """Held-out predictions of the best ridge fit (lambda chosen on the last fifth of `train`)."""
+    X = torch.cat([features, torch.ones(len(features), 1)], dim=1).double()
+    Y, fit_n = target.double(), int(0.8 * train)
+
+    def solve(n: int, lam: float) -> torch.Tensor:
+        A = X[:n]
+        return torch.linalg.solve(A.T @ A + lam * n * torch.eye(A.size(1), dtype=A.dtype), A.T @ Y[:n])
+
+    lam = max((1e-3, 1e-2, 1e-1, 1.0, 10.0),
+              key=lambda lam: scores((X[fit_n:train] @ solve(fit_n, lam)).float(), target[fit_n:train])["cosine"])
+    return (X[train:] @ solve(train, lam)).float()
+
+
+def main(argv: list[str] | None = None) -> dict:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--ckpt", required=True, help="a Copy or Repeat Copy DNI checkpoint written by seqdni.train")
+    p.add_argument("--rows", type=int, default=64, help="held-out streams")
+    p.add_argument("--boundaries", type=int, default=150, help="boundaries per stream")
+    p.add_argument("--unrolls", type=int, default=8, help="K: unrolls of true BPTT behind each boundary")
+    p.add_argument("--warmup", type=int, default=60, help="steps that warm the state up first")
+    p.add_argument("--seed", type=int, default=12345, help="seed of the held-out streams")
+    p.add_argument("--out", help="write the results as JSON here")
+    a = p.parse_args(argv)
+    torch.manual_seed(0)
+    ckpt = torch.load(a.ckpt, map_location="cpu", weights_only=True)
+    lm = load_checkpoint(a.ckpt)
+    if lm.dni is None:
+        raise SystemExit(f"{a.ckpt} was trained without DNI: there is no synthetic-gradient model to assess")
+    span = a.warmup + (a.boundaries + a.unrolls) * lm.engine.span
+    (x, y), level = streams(lm, ckpt, a.rows, span, a.seed)
+    d = collect(lm, x, y, a.warmup, a.boundaries, a.unrolls)
+    train = int(0.8 * len(d["s"]))
+    results = {}
+    for key in ("true", "discounted"):
+        held = d[key][train:]
+        results[key] = {"M": scores(d["m"][train:], held), "ridge(s)": scores(ridge(d["s"], d[key], train), held),
+                        "mean": scores(d[key][:train].mean(0, keepdim=True).expand_as(held), held),
+                        "target_norm": held.norm(dim=1).mean().item()}
+    summary = {"ckpt": a.ckpt, "task": lm.task.name, "unroll": lm.engine.span, "level": level,
+               "gamma": lm.dni.gamma, "boundaries": len(d["s"]), "held_out": len(d["s"]) - train,
+               "m_norm": d["m"][train:].norm(dim=1).mean().item(), "results": results, "args": vars(a)}
+    print(json.dumps(summary, indent=1))
+    if a.out:
+        with open(a.out, "w") as f:
+            json.dump(summary, f, indent=1)
+    return summary
+
+
+if __name__ == "__main__":
+    main()
