@@ -32,3 +32,28 @@ def test_table_script_trains_the_configs_writes_table_and_plots_and_reuses_runs(
     assert (out / "repeat-copy.png").stat().st_size > 0 and len(list((out / "plots").glob("*.png"))) == 2
     again = run_python(args, ROOT)
     assert again.returncode == 0 and all(r["reused"] for r in json.loads((out / "results.json").read_text())["runs"])
+
+
+def test_dynamics_and_ceiling_scripts_read_a_copy_grid(tmp_path):
+    """scripts/copy_dynamics.py summarises every run's logged metrics; scripts/copy_sg_ceiling.py
+    scores M and the best linear map against the true future gradient on a DNI checkpoint."""
+    out = tmp_path / "grid"
+    res = run_python(["scripts/copy_table.py", "--steps", "40", "--tasks", "copy", "--unrolls", "2", "--variants",
+                      "bptt", "dni", "--out", str(out), "--extra", "--trainer.val_check_interval=2",
+                      "--trainer.log_every_n_steps=1", "--model.init_args.probe_every=10"], ROOT)
+    assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-3000:]
+    res = run_python(["scripts/copy_dynamics.py", str(out), "--out", str(tmp_path / "dyn")], ROOT)
+    assert res.returncode == 0, res.stderr[-3000:]
+    rows = json.loads((tmp_path / "dyn" / "dynamics.json").read_text())
+    assert [(r["variant"], r["seed"]) for r in rows] == [("bptt", 1), ("dni", 1)]
+    assert "sg/probe_cosine" in rows[1]["metrics"] and "sg/pred_norm" not in rows[0]["metrics"]
+    assert rows[0]["metrics"]["state/c_norm"]["last"] > 0
+    ckpt = out / "copy/dni2/seed1/checkpoints/latest.ckpt"
+    res = run_python(["scripts/copy_sg_ceiling.py", "--ckpt", str(ckpt), "--rows", "8", "--boundaries", "20",
+                      "--unrolls", "4", "--out", str(tmp_path / "ceiling.json")], ROOT)
+    assert res.returncode == 0, res.stderr[-3000:]
+    ceiling = json.loads((tmp_path / "ceiling.json").read_text())
+    assert ceiling["boundaries"] == 8 * 20 and ceiling["held_out"] == 32
+    for key in ("true", "discounted"):
+        assert set(ceiling["results"][key]) == {"M", "ridge(s)", "mean", "target_norm"}
+        assert -1 <= ceiling["results"][key]["ridge(s)"]["cosine"] <= 1
