@@ -14,9 +14,10 @@ import shutil
 
 import pytest
 import torch
-from legacy import GOLDEN, LEGACY, golden_params, param_sums, run, with_old_init_order
+from legacy import GOLDEN, LEGACY, golden_params, legacy_args, param_sums, run, with_old_init_order
 
 from seqdni.cli.sample import load_checkpoint, sample
+from seqdni.cli.train import cli
 
 RTOL = 1e-6
 pytestmark = pytest.mark.slow
@@ -94,3 +95,16 @@ def test_format_1_checkpoint_resumes_and_samples_as_recorded(tmp_path):
     assert sample(str(ckpt), prime="the ", length=60, seed=0) == saved["sample"]["default"]
     batches, built = run(saved["resume"]["args"], tmp_path, ckpt_path=str(ckpt))
     check_run(batches, built.model, saved["resume"], "flat-dni-aux resumed from format 1")
+
+
+@pytest.mark.parametrize("name", sorted(GOLDEN["checkpoints"]))
+def test_old_checkpoint_evaluates_as_recorded(name, tmp_path):
+    """`trainer.test` (or `validate`, for Copy, which has no test split) at an old checkpoint."""
+    saved = GOLDEN["checkpoints"][name]
+    built = cli(legacy_args(GOLDEN["runs"][name]["args"], tmp_path), run=False)
+    ckpt = tmp_path / "eval.ckpt"
+    shutil.copy(LEGACY / f"{name}.ckpt", ckpt)
+    stage = "test" if "test" in saved else "validate"
+    metrics = getattr(built.trainer, stage)(built.model, datamodule=built.datamodule, ckpt_path=str(ckpt),
+                                            verbose=False)[0]
+    close({k: float(v) for k, v in metrics.items()}, saved[stage], f"{name} {stage}")
