@@ -128,7 +128,14 @@ class CharDataModule(L.LightningDataModule):
 
     def train_dataloader(self) -> StreamBatches:
         rank, world = self._rank()
-        return StreamBatches(self.ids["train"], self.batch_size, self.window, True, rank, world)
+        loader = StreamBatches(self.ids["train"], self.batch_size, self.window, True, rank, world)
+        if len(loader) == 0:  # Lightning would skip training with a warning and exit as if it had trained
+            per_stream = self.ids["train"].numel() // (self.batch_size * world)
+            raise ValueError(
+                f"data.window ({self.window}) is longer than each training stream: the "
+                f"{self.ids['train'].numel()} training ids make {self.batch_size * world} streams of {per_stream} "
+                f"ids (data.batch_size {self.batch_size} × {world} device(s)); lower data.window or data.batch_size")
+        return loader
 
     def _eval_loader(self, split: str) -> StreamBatches | list:
         if self.ids[split].numel() == 0:

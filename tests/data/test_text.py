@@ -116,3 +116,10 @@ def test_error_raw_file_missing(tmp_path):
     f.write_text("hello\n")
     with pytest.raises(FileNotFoundError, match=r"data file not found: .*nope\.txt"):
         CharDataModule(train_files=[str(f)], val_files=[str(tmp_path / "nope.txt")], cache_dir=str(tmp_path / "c"))
+
+
+def test_a_window_longer_than_the_training_streams_is_an_error(tiny_data):
+    dm = tiny_data(batch_size=2, window=4096)
+    with pytest.raises(ValueError, match=r"data.window \(4096\) is longer than each training stream: the \d+ training "
+                                         r"ids make 2 streams of \d+ ids.*lower data.window or data.batch_size"):
+        dm.train_dataloader()
