@@ -18,6 +18,7 @@ import yaml
 from lightning.pytorch.cli import LightningCLI
 
 SUBCOMMANDS = ("fit", "validate", "test", "predict")
+PROG = "python -m seqdni.train"
 
 
 class SeqDNICLI(LightningCLI):
@@ -82,18 +83,20 @@ def expand_configs(args: list[str]) -> list[str]:
 
 
 def with_fit(args: list[str]) -> list[str]:
-    return args if args and args[0] in SUBCOMMANDS + ("-h", "--help") else ["fit", *args]
+    """`fit` unless a subcommand is named; `--help` alone is `fit --help`, which lists every key."""
+    return args if args and args[0] in SUBCOMMANDS else ["fit", *args]
 
 
 def cli(args: list[str], **kw) -> SeqDNICLI:
     """The CLI over `args` (`run=False` builds `.model`, `.datamodule`, `.trainer` without running)."""
     return SeqDNICLI(L.LightningModule, L.LightningDataModule, subclass_mode_model=True, subclass_mode_data=True,
-                     args=expand_configs(list(args)), save_config_kwargs={"overwrite": True}, **kw)
+                     args=expand_configs(list(args)), save_config_kwargs={"overwrite": True},
+                     parser_kwargs={"prog": PROG}, **kw)
 
 
 def main(args: list[str] | None = None) -> SeqDNICLI:
     if args is None:  # from the command line: the parser reads sys.argv itself
         sys.argv[1:] = expand_configs(with_fit(sys.argv[1:]))
         return SeqDNICLI(L.LightningModule, L.LightningDataModule, subclass_mode_model=True,
-                         subclass_mode_data=True, save_config_kwargs={"overwrite": True})
+                         subclass_mode_data=True, save_config_kwargs={"overwrite": True}, parser_kwargs={"prog": PROG})
     return cli(with_fit(list(args)))

@@ -76,3 +76,14 @@ def test_unknown_config_key_is_named(tmp_path):
     res = run_cli("seqdni.train", ["--config", SMOKE, "--model.hiden_size=64"], cwd=tmp_path)
     assert res.returncode != 0
     assert "hiden_size" in res.stderr
+
+
+def test_help_alone_lists_every_key_under_the_command_users_type(capsys):
+    from seqdni.cli.train import main
+
+    with pytest.raises(SystemExit) as exit_:
+        main(["--help"])
+    out = capsys.readouterr().out
+    assert exit_.value.code == 0
+    assert out.startswith("usage: python -m seqdni.train")
+    assert "--trainer.max_steps" in out and "--model.help" in out and "--data.help" in out
