@@ -9,6 +9,7 @@ from __future__ import annotations
 import importlib
 import io
 import pickle
+import sys
 import zipfile
 from pathlib import Path
 
@@ -63,7 +64,8 @@ def sample(ckpt: str, prime: str = "the ", length: int = 500, temperature: float
 
     Args:
         ckpt: Path of a checkpoint written by `seqdni.train`.
-        prime: Text that warms up the state; spaces are read as word separators.
+        prime: Text that warms up the state; spaces are read as word separators, and capitals as
+            lower case when the vocabulary has none (PTB), with a note on stderr.
         length: Characters to generate.
         temperature: Softmax temperature (> 0); lower is more conservative.
         top_k: Sample only among the k most likely characters.
@@ -76,6 +78,9 @@ def sample(ckpt: str, prime: str = "the ", length: int = 500, temperature: float
         raise ValueError(f"{ckpt} holds a model of the {lm.task.name!r} task, which has no text to sample")
     text = vocab.from_display(prime)
     bad = vocab.unknown(text)
+    if bad and not vocab.unknown(text.lower()):  # a lower-case vocabulary (PTB): read capitals as lower case
+        print(f"note: the vocabulary has no capitals; the prime is read as {render(text.lower())!r}", file=sys.stderr)
+        text, bad = text.lower(), []
     if bad:
         raise ValueError(
             f"the prime text has characters outside the model's vocabulary: {', '.join(repr(c) for c in bad)} "

@@ -59,3 +59,13 @@ def test_bad_checkpoints_get_clear_errors(tmp_path):
 def test_sample_cli_reports_a_bad_checkpoint_in_one_line(tmp_path):
     res = run_cli("seqdni.sample", ["--ckpt", str(truncated(tmp_path))], cwd=tmp_path)
     assert res.returncode != 0 and "error:" in res.stderr and "Traceback" not in res.stderr
+
+
+def test_capitals_in_the_prime_are_read_as_lower_case_for_a_lower_case_vocabulary(capsys):
+    from legacy import LEGACY
+
+    ckpt = str(LEGACY / "flat-bptt.ckpt")  # its vocabulary: the tiny lower-case text of the fixtures
+    assert sample(ckpt, prime="The Cat", length=30, seed=3) == sample(ckpt, prime="the cat", length=30, seed=3)
+    assert "the prime is read as 'the cat'" in capsys.readouterr().err
+    with pytest.raises(ValueError, match=r"outside the model's vocabulary: 'Z'"):  # no lower-case 'z' either
+        sample(ckpt, prime="Zz", length=5)
