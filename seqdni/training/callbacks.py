@@ -41,6 +41,12 @@ class LatestCheckpoint(Checkpoint):
         d = Path(self.dirpath) if self.dirpath else Path(trainer.log_dir or trainer.default_root_dir) / "checkpoints"
         return d / self.filename
 
+    def on_fit_start(self, trainer, pl_module) -> None:
+        """A run killed while writing leaves its staging file behind; it is never a checkpoint."""
+        tmp = self._path(trainer).with_name(self.filename + ".tmp")
+        if trainer.is_global_zero and tmp.is_file():
+            tmp.unlink()
+
     def save(self, trainer: L.Trainer) -> None:
         path = self._path(trainer)
         tmp = path.with_name(path.name + ".tmp")
