@@ -9,6 +9,7 @@ from pathlib import Path
 import lightning as L
 import torch
 from lightning.pytorch.callbacks import Checkpoint
+from lightning.pytorch.utilities import rank_zero_info
 
 from seqdni.data.vocab import render
 
@@ -50,7 +51,7 @@ class LatestCheckpoint(Checkpoint):
     def save(self, trainer: L.Trainer) -> None:
         path = self._path(trainer)
         tmp = path.with_name(path.name + ".tmp")
-        trainer.save_checkpoint(tmp)
+        trainer.save_checkpoint(tmp, weights_only=False)  # everything needed to resume
         if trainer.is_global_zero:
             os.replace(tmp, path)
         trainer.strategy.barrier("latest_checkpoint")
@@ -178,6 +179,12 @@ class Curriculum(L.Callback):
                                        "dni": pl_module.hparams.get("dni"), "solved": self.solved,
                                        "threshold": self.threshold, "history": self.history}))
             tmp.replace(path)
+
+    def on_fit_end(self, trainer, pl_module) -> None:
+        """The run's score, where the user sees it."""
+        at = next((h["step"] for h in self.history if h["solved"] == self.solved), None) if self.solved else None
+        rank_zero_info(f"Curriculum: largest N solved {self.solved}" + (f" (at optimiser step {at})" if at else "")
+                       + f"; last level tried {self.history[-1]['level'] if self.history else 'none'}")
 
     def state_dict(self) -> dict:
         return {"streak": self.streak, "solved": self.solved, "history": self.history}
