@@ -87,16 +87,18 @@ def with_fit(args: list[str]) -> list[str]:
     return args if args and args[0] in SUBCOMMANDS else ["fit", *args]
 
 
+def _build(args: list[str] | None, **kw) -> SeqDNICLI:
+    return SeqDNICLI(L.LightningModule, L.LightningDataModule, subclass_mode_model=True, subclass_mode_data=True,
+                     args=args, save_config_kwargs={"overwrite": True}, parser_kwargs={"prog": PROG}, **kw)
+
+
 def cli(args: list[str], **kw) -> SeqDNICLI:
     """The CLI over `args` (`run=False` builds `.model`, `.datamodule`, `.trainer` without running)."""
-    return SeqDNICLI(L.LightningModule, L.LightningDataModule, subclass_mode_model=True, subclass_mode_data=True,
-                     args=expand_configs(list(args)), save_config_kwargs={"overwrite": True},
-                     parser_kwargs={"prog": PROG}, **kw)
+    return _build(expand_configs(list(args)), **kw)
 
 
 def main(args: list[str] | None = None) -> SeqDNICLI:
     if args is None:  # from the command line: the parser reads sys.argv itself
         sys.argv[1:] = expand_configs(with_fit(sys.argv[1:]))
-        return SeqDNICLI(L.LightningModule, L.LightningDataModule, subclass_mode_model=True,
-                         subclass_mode_data=True, save_config_kwargs={"overwrite": True}, parser_kwargs={"prog": PROG})
+        return _build(None)
     return cli(with_fit(list(args)))

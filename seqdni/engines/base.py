@@ -193,6 +193,20 @@ def summarise_unrolls(net: nn.Module, outs: list[UnrollOut]) -> tuple[dict[str, 
     return net.train_metrics(loss), mean_stats([o.stats for o in outs] + [window_diagnostics(outs)])
 
 
+class Unrolling:
+    """An engine whose update is one unroll (`self.unroll`) followed by `apply_unroll`'s steps."""
+
+    net: nn.Module
+
+    def update(self, x: Tensor, y: Tensor, carry: Carry, stepper: Stepper) -> tuple[Carry, UnrollOut]:
+        out = self.unroll(x, y, carry, stepper.backward)
+        apply_unroll(out, stepper)
+        return out.carry, out
+
+    def summarise(self, outs: list[UnrollOut]) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
+        return summarise_unrolls(self.net, outs)
+
+
 class RecurrentEval:
     """Evaluation of a network that carries its state across the split: `core`, then `eval_sums`."""
 

@@ -32,10 +32,8 @@ from seqdni.engines.base import (
     Kept,
     ParamGroup,
     RecurrentEval,
-    Stepper,
+    Unrolling,
     UnrollOut,
-    apply_unroll,
-    summarise_unrolls,
 )
 
 
@@ -82,7 +80,7 @@ class Forward:
     kept: Kept | None  # what recomputes the kept steps one unroll later
 
 
-class FlatEngine(RecurrentEval, nn.Module):
+class FlatEngine(Unrolling, RecurrentEval, nn.Module):
     """A recurrent network, its boundary interface (M) and, for DNI + Aux, its aux head Â.
 
     Args:
@@ -114,14 +112,6 @@ class FlatEngine(RecurrentEval, nn.Module):
 
     def initial_carry(self, batch_size: int, device: torch.device) -> Carry:
         return Carry(self.net.init_state(batch_size, device))
-
-    def update(self, x: Tensor, y: Tensor, carry: Carry, stepper: Stepper) -> tuple[Carry, UnrollOut]:
-        out = self.unroll(x, y, carry, stepper.backward)
-        apply_unroll(out, stepper)
-        return out.carry, out
-
-    def summarise(self, outs: list[UnrollOut]) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
-        return summarise_unrolls(self.net, outs)
 
     # ---- one unroll ---------------------------------------------------------------------------
     def unroll(self, x: Tensor, y: Tensor, carry: Carry, backward=Tensor.backward) -> UnrollOut:
@@ -165,8 +155,8 @@ class FlatEngine(RecurrentEval, nn.Module):
         batch, n = y.size(0), y.size(0) * y.size(1)  # n: positions the mean loss runs over
         if fwd.states is None:
             flat_end = flatten_state(fwd.end)
-            g = self.boundary.predict(flat_end, self._cond(self.net.next_input(y)) if self.dni.conditional else None,
-                                      batch_dim=0)
+            cond = self.condition(self.net.next_input(y)) if self.dni.conditional else None  # BitLSTM has none
+            g = self.boundary.predict(flat_end, cond, batch_dim=0)
         else:  # M(s_τ) at every step of this unroll: the Aux targets of the previous one
             flat_end = fwd.states[-batch:]
             g_steps = self.boundary.predict(fwd.states, self._cond_steps(x, y), batch_dim=0)
@@ -192,11 +182,11 @@ class FlatEngine(RecurrentEval, nn.Module):
             flat_in = self._kept_step(carry)
         else:
             flat_in = flatten_state(s_t).detach()
-        loss, prediction = self.boundary.learn(flat_in, target, self._cond(x[:, 0]))  # x[:, 0] followed s_t
+        loss, prediction = self.boundary.learn(flat_in, target, self.condition(x[:, 0]))  # x[:, 0] followed s_t
         return loss, prediction, target.detach()
 
     # ---- conditioning and kept steps ------------------------------------------------------------
-    def _cond(self, x_step: Tensor) -> Tensor | None:
+    def condition(self, x_step: Tensor) -> Tensor | None:
         """Conditional DNI: the next input, as the network presents it (one-hot ids, vectors)."""
         return self.net.condition(x_step) if self.dni is not None and self.dni.conditional else None
 

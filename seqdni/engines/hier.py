@@ -27,7 +27,7 @@ import torch
 from torch import Tensor, nn
 
 from seqdni.dni import BoundaryOptions, Interface, detach_state
-from seqdni.engines.base import Carry, ParamGroup, Stepper, UnrollOut, apply_unroll, summarise_unrolls
+from seqdni.engines.base import Carry, ParamGroup, Unrolling, UnrollOut
 from seqdni.nets import HierLSTM
 
 Message = Literal["bptt", "cut", "dni"]
@@ -57,7 +57,7 @@ class HierCarry(Carry):
         return super().state_dict(gather)
 
 
-class HierEngine(nn.Module):
+class HierEngine(Unrolling, nn.Module):
     """One lower unroll's forward and backward (and, at a period's end, the upper core's backward).
 
     Args:
@@ -94,14 +94,6 @@ class HierEngine(nn.Module):
 
     def initial_carry(self, batch_size: int, device: torch.device) -> HierCarry:
         return HierCarry(self.net.init_state(batch_size, device))
-
-    def update(self, x: Tensor, y: Tensor, carry: Carry, stepper: Stepper) -> tuple[Carry, UnrollOut]:
-        out = self.unroll(x, y, carry, stepper.backward)
-        apply_unroll(out, stepper)
-        return out.carry, out
-
-    def summarise(self, outs: list[UnrollOut]) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
-        return summarise_unrolls(self.net, outs)
 
     def eval_start(self, batch_size: int, device: torch.device) -> tuple[tuple[Tensor, ...], int]:
         return self.net.init_state(batch_size, device), 0

@@ -52,10 +52,6 @@ class MessageOptions(SGOptions):
     conditional: bool = False
 
 
-def _backward(t: Tensor) -> None:
-    t.backward()
-
-
 class TwoTimescaleEngine(RecurrentEval, nn.Module):
     """The forward and backward passes of each regime, and one update of B (T² steps).
 
@@ -125,7 +121,7 @@ class TwoTimescaleEngine(RecurrentEval, nn.Module):
         losses = {k: means.pop(k) for k in ("train/b_loss", "train/a_loss")}
         return losses, means
 
-    def a_update(self, x: Tensor, y: Tensor, s_a: LSTMState, backward=_backward
+    def a_update(self, x: Tensor, y: Tensor, s_a: LSTMState, backward=Tensor.backward
                  ) -> tuple[Tensor, LSTMState, Tensor, dict[str, Tensor]]:
         """A's decoupled update over one segment: forward, backward of its loss (plus, under DNI,
         the message's synthetic gradient). Returns the loss, A's new state, the message as B's
@@ -148,7 +144,7 @@ class TwoTimescaleEngine(RecurrentEval, nn.Module):
             return None
         return F.one_hot(x, len(DIGITS)).float().mean(dim=1)
 
-    def b_update(self, messages: list[Tensor], y: Tensor, s_b: LSTMState, backward=_backward
+    def b_update(self, messages: list[Tensor], y: Tensor, s_b: LSTMState, backward=Tensor.backward
                  ) -> tuple[Tensor, LSTMState]:
         """B's update over its T ticks: forward on the messages, backward of its loss."""
         out, s_b = self.net.b(torch.stack(messages, dim=1), detach_state(s_b))
@@ -164,7 +160,7 @@ class TwoTimescaleEngine(RecurrentEval, nn.Module):
                                               conds=None if conds[0] is None else conds)
         return loss, stats
 
-    def joint_update(self, x: Tensor, y: Tensor, s_a: LSTMState, s_b: LSTMState, backward=_backward
+    def joint_update(self, x: Tensor, y: Tensor, s_a: LSTMState, s_b: LSTMState, backward=Tensor.backward
                      ) -> tuple[Tensor, Tensor, LSTMState, LSTMState]:
         """End to end over T² steps: A's segments, the messages with their graph, B, one backward."""
         T = self.net.period
