@@ -11,11 +11,12 @@ from pathlib import Path
 
 import lightning as L
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from seqdni.data import DigitStreams
 from seqdni.data import ptb as ptb_files
-from seqdni.dni import BoundaryOptions
+from seqdni.dni import BoundaryOptions, detach_state, flatten_state, unflatten_state
 from seqdni.engines import DNIOptions, FlatEngine, MessageOptions, UnrollOut
 from seqdni.nets import CharLSTM, HierLSTM
 from seqdni.training import HierLM, SeqModel, TwoTimescale
@@ -107,6 +108,17 @@ def unroll_all(engine, x, y, span: int, state=None, zero_between: bool = False) 
         carry = out.carry
         outs.append(out)
     return outs
+
+
+def local_and_future(engine: FlatEngine, outs: list[UnrollOut], x, y) -> tuple[torch.Tensor, torch.Tensor]:
+    """For the second unroll of `unroll_all(engine, x, y, T)`, by autograd alone: ∂ℓ/∂s_t (the unroll's
+    mean loss) and Jᵀ M(s_{t+T}), J = ∂s_{t+T}/∂s_t. A bootstrapped target is B·T·local + γ·future."""
+    s_t = detach_state(outs[0].carry.state, requires_grad=True)
+    logits, s_end = engine.net(x[:, T:], s_t)
+    loss = F.cross_entropy(logits.reshape(-1, V), y[:, T:].reshape(-1))
+    local = flatten_state(torch.autograd.grad(loss, s_t, retain_graph=True))
+    m = engine.boundary.sg(flatten_state(s_end)).detach()
+    return local, flatten_state(torch.autograd.grad(s_end, s_t, grad_outputs=unflatten_state(m, s_end)))
 
 
 # ---- Lightning ---------------------------------------------------------------------------------

@@ -5,21 +5,10 @@ from __future__ import annotations
 
 import pytest
 import torch
-import torch.nn.functional as F
-from helpers import B, T, V, char_lstm, flat_engine, grads, random_ids, randomize, unroll_all
+from helpers import B, T, char_lstm, flat_engine, grads, local_and_future, random_ids, randomize, unroll_all
 
-from seqdni.dni import BoundaryOptions, Interface, detach_state, flatten_state, unflatten_state
+from seqdni.dni import BoundaryOptions, Interface
 from seqdni.engines import DNIOptions
-
-
-def independent_target(e, outs, x, y, gamma: float) -> tuple[torch.Tensor, torch.Tensor]:
-    s_t = detach_state(outs[0].carry.state, requires_grad=True)
-    logits, s_end = e.net(x[:, T:], s_t)
-    loss = F.cross_entropy(logits.reshape(-1, V), y[:, T:].reshape(-1))
-    local = flatten_state(torch.autograd.grad(loss, s_t, retain_graph=True))
-    m = e.boundary.sg(flatten_state(s_end)).detach()
-    jt_m = flatten_state(torch.autograd.grad(s_end, s_t, grad_outputs=unflatten_state(m, s_end)))
-    return B * T * local + gamma * jt_m, jt_m
 
 
 @pytest.mark.parametrize("scale,discount", [(0.3, 0.0), (0.3, 0.3), (0.3, 0.9), (0.1, 1.0), (1.0, 0.5)])
@@ -29,7 +18,8 @@ def test_target_uses_the_discount_and_the_core_the_scale(scale, discount):
     e = flat_engine(net, DNIOptions(scale=scale, discount=discount))
     randomize(e.boundary.sg)
     outs = unroll_all(e, x, y, T)
-    expected, jt_m = independent_target(e, outs, x, y, discount)
+    local, jt_m = local_and_future(e, outs, x, y)
+    expected = B * T * local + discount * jt_m
     torch.testing.assert_close(outs[1].target, expected, rtol=1e-10, atol=1e-12)
     assert jt_m.abs().max() > 1e-6  # the future term is really there
 

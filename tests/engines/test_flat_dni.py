@@ -8,9 +8,9 @@ import copy
 import pytest
 import torch
 import torch.nn.functional as F
-from helpers import B, Oracle, T, V, char_lstm, flat_engine, grads, random_ids, randomize, unroll_all
+from helpers import B, Oracle, T, V, char_lstm, flat_engine, grads, local_and_future, random_ids, randomize, unroll_all
 
-from seqdni.dni import detach_state, flatten_state, true_future_gradient, unflatten_state
+from seqdni.dni import flatten_state, true_future_gradient
 from seqdni.engines import DNIOptions
 
 
@@ -59,12 +59,7 @@ def test_check3_target_is_local_gradient_plus_jacobian_transpose_times_sg(scale,
     outs = unroll_all(e, x, y, T)
     target = outs[1].target
 
-    s_t = detach_state(outs[0].carry.state, requires_grad=True)
-    logits, s_end = e.net(x[:, T:], s_t)
-    loss = F.cross_entropy(logits.reshape(-1, V), y[:, T:].reshape(-1))
-    local = flatten_state(torch.autograd.grad(loss, s_t, retain_graph=True))
-    m = e.boundary.sg(flatten_state(s_end)).detach()
-    jt_m = flatten_state(torch.autograd.grad(s_end, s_t, grad_outputs=unflatten_state(m, s_end)))
+    local, jt_m = local_and_future(e, outs, x, y)
     # M works in per-sequence units: the unroll's mean loss is over B·T characters
     expected = B * T * local + (scale if scale_target else 1.0) * jt_m
     torch.testing.assert_close(target, expected, rtol=1e-10, atol=1e-12)
