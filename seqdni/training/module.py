@@ -89,12 +89,12 @@ class SeqModule(L.LightningModule):
         losses, stats = self.engine.summarise(outs)
         if not torch.isfinite(torch.stack(list(losses.values()))).all():  # one host sync per window
             self._stop_on_non_finite(batch_idx)
-        self._log_window(losses, stats, steps)
+        self._log_window(losses, stats, steps, batch_idx)
         if self.probe is not None:
             self.probe.maybe_run(self)
         return None
 
-    def _log_window(self, losses: dict, stats: dict, steps: LightningSteps) -> None:
+    def _log_window(self, losses: dict, stats: dict, steps: LightningSteps, batch_idx: int) -> None:
         for i, (key, value) in enumerate(losses.items()):
             self.log(key, value, prog_bar=i == 0)
         if steps.grad_norm is not None:
@@ -103,6 +103,8 @@ class SeqModule(L.LightningModule):
             self.log("train/lr", steps.scheduler.get_last_lr()[0])
         for key, value in stats.items():
             self.log(key, value)
+        if (batch_idx + 1) % max(1, self.trainer.log_every_n_steps):
+            return  # the state norms are new work: only on the batches the loggers write
         for name, t in zip(getattr(self.net, "state_names", ()), self.carry.state):
             # Each stream's state norm (over layers and units), mean over the streams: an LSTM's cell
             # state c can integrate without bound on streams that never reset it.

@@ -24,7 +24,7 @@ def test_state_norms_are_the_carried_states_norms(tmp_path, tiny_data):
     dm = tiny_data()
     model = seq_model(dm, hidden_size=16)
     seen = Seen()
-    trainer(tmp_path, max_steps=8, callbacks=[seen]).fit(model, datamodule=dm)
+    trainer(tmp_path, max_steps=8, log_every_n_steps=1, callbacks=[seen]).fit(model, datamodule=dm)
     assert len(seen.rows) == 4
     for row in seen.rows:
         assert math.isclose(row["state/h_norm"], row["h"], rel_tol=1e-6)
