@@ -3,6 +3,7 @@ Everything else the tests share is in helpers.py."""
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 
@@ -79,3 +80,18 @@ def hf_offline(tmp_path, monkeypatch):
     monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", tmp_path / "hf_cache")
     monkeypatch.setattr(datasets.config, "HF_HUB_OFFLINE", True)
     return datasets
+
+
+@pytest.fixture
+def lightning_log(caplog):
+    """`caplog` listening at INFO on Lightning's loggers, which stop propagating to the root logger
+    pytest captures once Lightning has given them a handler of their own."""
+    names = ("lightning.pytorch", "lightning.fabric")
+    for name in names:
+        logging.getLogger(name).addHandler(caplog.handler)
+    caplog.set_level(logging.INFO)
+    for name in names:
+        caplog.set_level(logging.INFO, logger=name)
+    yield caplog
+    for name in names:
+        logging.getLogger(name).removeHandler(caplog.handler)
