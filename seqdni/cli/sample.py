@@ -8,20 +8,17 @@ from __future__ import annotations
 
 import importlib
 import io
-import pickle
 import sys
-import zipfile
 from pathlib import Path
 
 import torch
 
 from seqdni.data.vocab import render
-from seqdni.training import SeqModel
-from seqdni.training.checkpointing import class_path, upgrade
+from seqdni.errors import UserError, reported
+from seqdni.training import SeqModel, checkpointing
+from seqdni.training.checkpointing import CheckpointError, class_path
 
-
-class CheckpointError(ValueError):
-    """A file that cannot be used as a seqdni checkpoint."""
+PROG = "python -m seqdni.sample"
 
 
 def _model_class(path: Path, name: str | None) -> type:
@@ -39,23 +36,36 @@ def _model_class(path: Path, name: str | None) -> type:
 
 def load_checkpoint(path: str | Path, map_location: str = "cpu"):
     """A trained seqdni model from a checkpoint, with a clear error for anything else."""
-    p = Path(path)
-    if not p.is_file():
-        raise FileNotFoundError(f"checkpoint not found: {p}")
-    try:
-        ckpt = torch.load(p, map_location=map_location, weights_only=True)
-    except (RuntimeError, EOFError, zipfile.BadZipFile, pickle.UnpicklingError, OSError) as err:
-        raise CheckpointError(
-            f"{p} cannot be read as a checkpoint (truncated or corrupt, or it holds objects that a "
-            f"weights-only load refuses): {str(err).splitlines()[0]}"
-        ) from err
-    if not isinstance(ckpt, dict) or "seqdni" not in ckpt or "hyper_parameters" not in ckpt:
-        raise CheckpointError(f"{p} is not a seqdni checkpoint (it lacks the 'seqdni' and hyperparameter sections)")
-    cls = _model_class(p, class_path(ckpt))
+    ckpt = checkpointing.read(path)
+    cls = _model_class(Path(path), class_path(ckpt))
     buffer = io.BytesIO()  # earlier formats are upgraded in memory; the file is never rewritten
-    torch.save(upgrade(ckpt), buffer)
+    torch.save(ckpt, buffer)
     buffer.seek(0)
     return cls.load_from_checkpoint(buffer, map_location=map_location, weights_only=True)
+
+
+def check_arguments(length: int, temperature: float, top_k: int | None) -> None:
+    """The sampling arguments' ranges, each named as it is typed."""
+    if length < 0:
+        raise UserError(f"--length is the number of characters to generate, >= 0; got {length}")
+    if not temperature > 0:
+        raise UserError(f"--temperature must be > 0 (1 samples the model as trained, lower is more "
+                        f"conservative); got {temperature}")
+    if top_k is not None and top_k < 1:
+        raise UserError(f"--top_k must be at least 1 (or left unset to sample among all characters); got {top_k}")
+
+
+def check_device(device: str) -> None:
+    """A device this machine has, or a clear error."""
+    try:
+        dev = torch.device(device)
+    except RuntimeError as err:
+        raise UserError(f"--device {device!r} is not a torch device (cpu, cuda, cuda:1, mps)") from err
+    if dev.type == "cuda" and (not torch.cuda.is_available() or (dev.index or 0) >= torch.cuda.device_count()):
+        raise UserError(f"--device {device}: this machine has {torch.cuda.device_count()} CUDA device(s); "
+                        "sample with --device cpu or name a device it has")
+    if dev.type == "mps" and not torch.backends.mps.is_available():
+        raise UserError(f"--device {device}: this machine has no MPS device; sample with --device cpu")
 
 
 def sample(ckpt: str, prime: str = "the ", length: int = 500, temperature: float = 0.8,
@@ -72,17 +82,21 @@ def sample(ckpt: str, prime: str = "the ", length: int = 500, temperature: float
         seed: Random seed: the same seed gives the same text.
         device: Torch device to sample on.
     """
+    check_arguments(length, temperature, top_k)
+    check_device(device)
     lm = load_checkpoint(ckpt, map_location=device).eval()
     vocab = getattr(lm, "vocab", None)
     if vocab is None:
-        raise ValueError(f"{ckpt} holds a model of the {lm.task.name!r} task, which has no text to sample")
+        raise UserError(f"{ckpt} holds a model of the {lm.task.name!r} task, which has no text to sample")
     text = vocab.from_display(prime)
     bad = vocab.unknown(text)
     if bad and not vocab.unknown(text.lower()):  # a lower-case vocabulary (PTB): read capitals as lower case
         print(f"note: the vocabulary has no capitals; the prime is read as {render(text.lower())!r}", file=sys.stderr)
         text, bad = text.lower(), []
+    if top_k is not None and top_k > len(vocab):
+        raise UserError(f"--top_k {top_k} exceeds the vocabulary ({len(vocab)} characters); give at most {len(vocab)}")
     if bad:
-        raise ValueError(
+        raise UserError(
             f"the prime text has characters outside the model's vocabulary: {', '.join(repr(c) for c in bad)} "
             f"(the vocabulary is {''.join(vocab.symbols)!r})"
         )
@@ -96,10 +110,9 @@ def sample(ckpt: str, prime: str = "the ", length: int = 500, temperature: float
 def main(args: list[str] | None = None) -> None:
     from jsonargparse import auto_cli
 
-    try:
-        print(auto_cli(sample, args=args, as_positional=False))
-    except (FileNotFoundError, ValueError) as err:  # bad input: one clear line, no traceback
-        raise SystemExit(f"error: {err}") from None
+    given = sys.argv[1:] if args is None else list(args)
+    print(reported(lambda: auto_cli(sample, args=[a for a in given if a != "--debug"], as_positional=False),
+                   PROG, given))
 
 
 if __name__ == "__main__":

@@ -5,6 +5,11 @@ the config (`model.class_path`, `data.class_path`) are the YAML keys and the `--
 The `fit` subcommand is implied when none is given. A config may name the config it extends
 (`base: ../ptb-cpu.yaml`, relative to the file); it then holds only what differs, and
 `--config variant.yaml` reads as `--config <base> --config <the variant's own keys>`.
+
+`--config configs/...` names a shipped config (installed with the package) when no such file
+exists where the command runs. A relative logger `save_dir` lies under `--trainer.default_root_dir`
+when that is given. `--ckpt_path` resumes the checkpoint's run in its own folder, with the
+checks of `seqdni.cli.resume`. Mistakes end in one paragraph and exit status 1 (`seqdni.errors`).
 """
 
 from __future__ import annotations
@@ -15,10 +20,18 @@ from pathlib import Path
 
 import lightning as L
 import yaml
+from lightning.pytorch.callbacks import Timer
 from lightning.pytorch.cli import LightningCLI
+from lightning.pytorch.utilities import rank_zero_info
+
+from seqdni.cli import folders, resume
+from seqdni.errors import reported
+from seqdni.training import checkpointing
 
 SUBCOMMANDS = ("fit", "validate", "test", "predict")
 PROG = "python -m seqdni.train"
+SHIPPED = Path(__file__).resolve().parents[1] / "configs"
+LIGHTNING_CKPT_NAMES = ("last", "best", "hpc", "registry")
 
 
 class SeqDNICLI(LightningCLI):
@@ -26,6 +39,41 @@ class SeqDNICLI(LightningCLI):
         # Typed once, in the data module: what the task is and the batch window.
         parser.link_arguments("data.task", "model.init_args.task", compute_fn=asdict, apply_on="instantiate")
         parser.link_arguments("data.window", "model.init_args.window", apply_on="instantiate")
+
+    def settings(self) -> dict:
+        """The subcommand's configuration as plain data (what a checkpoint stores and a resume compares)."""
+        dumped = yaml.safe_load(self.parser.dump(self.config, skip_link_targets=False, skip_none=False))
+        sub = self.config.get("subcommand")
+        return dumped[sub] if sub else dumped
+
+    def _parse_ckpt_path(self) -> None:
+        """Replaces LightningCLI's, which would silently take the model settings from the checkpoint:
+        a resume must agree with the settings given (`resume.check_settings`)."""
+        self.resumed = None
+        sub = self.config.get("subcommand")
+        path = self.config[sub].get("ckpt_path") if sub else None
+        if path and str(path) not in LIGHTNING_CKPT_NAMES:
+            self.resumed = checkpointing.read(path, "--ckpt_path")
+            resume.check_settings(self.resumed, self.settings(), str(path))
+
+    def before_instantiate_classes(self) -> None:
+        sub = self.config.get("subcommand")
+        cfg = self.config[sub] if sub else self.config
+        folders.place_logger(cfg.trainer, cfg.get("ckpt_path"))
+
+    def after_instantiate_classes(self) -> None:
+        if hasattr(self.model, "run_config"):
+            self.model.run_config = self.settings()
+
+    def before_fit(self) -> None:
+        """Say what each stopping rule leaves (a resume counts what the checkpoint trained); stop when
+        nothing can be trained or the run folder cannot be written."""
+        t = self.trainer
+        timer = next((c for c in t.callbacks if isinstance(c, Timer)), None)
+        left = resume.budgets(self.resumed, t.max_steps, t.max_epochs, timer._duration if timer else None)
+        folders.check_writable(t.log_dir or t.default_root_dir)
+        start = "Resuming at optimiser step {global_step}".format(**self.resumed) if self.resumed else "Training"
+        rank_zero_info(f"{start}: " + ("; ".join(left) if left else "no stopping rule is set") + ".")
 
     def after_fit(self) -> None:
         """Test at the best validation checkpoint (or the final weights without one)."""
@@ -77,9 +125,19 @@ def expand_configs(args: list[str]) -> list[str]:
             out.append(a)
             i += 1
             continue
+        value = shipped(value)
         for part in config_chain(value) if Path(value).is_file() else [value]:
             out += ["--config", part]
     return out
+
+
+def shipped(value: str) -> str:
+    """A `--config` path as given, or the shipped config it names when no such file exists here."""
+    p = Path(value)
+    if p.is_file() or p.is_absolute() or not p.parts or p.parts[0] != "configs":
+        return value
+    packaged = SHIPPED.joinpath(*p.parts[1:])
+    return str(packaged) if packaged.is_file() else value
 
 
 def with_fit(args: list[str]) -> list[str]:
@@ -98,7 +156,10 @@ def cli(args: list[str], **kw) -> SeqDNICLI:
 
 
 def main(args: list[str] | None = None) -> SeqDNICLI:
+    """The command line: `args`, or sys.argv when None. A user error ends in one paragraph, exit 1."""
+    given = sys.argv[1:] if args is None else list(args)
+    own = with_fit([a for a in given if a != "--debug"])
     if args is None:  # from the command line: the parser reads sys.argv itself
-        sys.argv[1:] = expand_configs(with_fit(sys.argv[1:]))
-        return _build(None)
-    return cli(with_fit(list(args)))
+        sys.argv[1:] = expand_configs(own)
+        return reported(lambda: _build(None), PROG, given)
+    return reported(lambda: cli(own), PROG, given)

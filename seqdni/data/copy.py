@@ -8,6 +8,7 @@ from torch import Tensor
 
 from seqdni.data.episodes import EpisodeStreams, FixedEpisodes, copy_episodes, repeat_copy_episodes
 from seqdni.data.task import Task
+from seqdni.errors import UserError
 
 
 class CopyDataModule(L.LightningDataModule):
@@ -40,11 +41,11 @@ class CopyDataModule(L.LightningDataModule):
                            ("epoch_batches", epoch_batches), ("eval_batch_size", eval_batch_size),
                            ("eval_window", eval_window), ("eval_batches", eval_batches)):
             if value <= 0:
-                raise ValueError(f"data.{key} must be positive, got {value}")
+                raise UserError(f"data.{key} must be positive, got {value}")
         if not 0.0 <= shorter <= 1.0:
-            raise ValueError(f"data.shorter is a fraction of episodes in [0, 1], got {shorter}")
+            raise UserError(f"data.shorter is a fraction of episodes in [0, 1], got {shorter}")
         if max_lead_in < 0:
-            raise ValueError(f"data.max_lead_in must be >= 0, got {max_lead_in}")
+            raise UserError(f"data.max_lead_in must be >= 0, got {max_lead_in}")
         self.batch_size, self.window, self.bits, self.level, self.shorter = batch_size, window, bits, level, shorter
         self.max_lead_in, self.epoch_batches = max_lead_in, epoch_batches
         self.seed = int(torch.randint(0, 2**31 - 1, ()).item()) if seed is None else seed
@@ -107,7 +108,7 @@ class CopyDataModule(L.LightningDataModule):
     # ---- loaders ------------------------------------------------------------------------------
     def train_dataloader(self) -> EpisodeStreams:
         if self.trainer is not None and self.trainer.world_size > 1:
-            raise ValueError("the copy tasks run on one device; set trainer.devices to 1")
+            raise UserError("the copy tasks run on one device; set trainer.devices to 1")
         return EpisodeStreams(self.draw, self.channels, self.x_dim, self.batch_size, self.window,
                               self.epoch_batches, self.seed, self.max_lead_in)
 
@@ -154,7 +155,7 @@ class RepeatCopyDataModule(CopyDataModule):
         super().__init__(batch_size, window, bits, level, shorter, max_lead_in, epoch_batches, seed,
                          eval_batch_size, eval_window, eval_batches)
         if max_repeats <= 0:
-            raise ValueError(f"data.max_repeats must be positive, got {max_repeats}")
+            raise UserError(f"data.max_repeats must be positive, got {max_repeats}")
         self.max_repeats = max_repeats
 
     @property

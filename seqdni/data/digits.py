@@ -18,6 +18,7 @@ import torch
 
 from seqdni.data.streams import ResumableBatches
 from seqdni.data.task import Task
+from seqdni.errors import UserError
 
 DIGITS = [str(d) for d in range(10)]
 
@@ -25,7 +26,7 @@ DIGITS = [str(d) for d in range(10)]
 def digit_targets(digits: torch.Tensor, period: int) -> torch.Tensor:
     """A's and B's targets for (rows, length) digits; see the module docstring."""
     if digits.dim() != 2:
-        raise ValueError(f"digits must be (rows, length), got shape {tuple(digits.shape)}")
+        raise UserError(f"digits must be (rows, length), got shape {tuple(digits.shape)}")
     rows, length = digits.shape
 
     def counts(hit: torch.Tensor, span: int) -> torch.Tensor:
@@ -78,20 +79,20 @@ class DigitStreams(L.LightningDataModule):
                  eval_batch_size: int = 64, eval_length: int = 2048, eval_window: int = 512, seed: int = 0):
         super().__init__()
         if period < 2:
-            raise ValueError(f"data.period must be at least 2, got {period}")
+            raise UserError(f"data.period must be at least 2, got {period}")
         for key, value in (("data.batch_size", batch_size), ("data.window", window),
                            ("data.train_length", train_length), ("data.eval_batch_size", eval_batch_size),
                            ("data.eval_length", eval_length), ("data.eval_window", eval_window)):
             if value <= 0:
-                raise ValueError(f"{key} must be positive, got {value}")
+                raise UserError(f"{key} must be positive, got {value}")
         if window % (period * period):
-            raise ValueError(f"data.window ({window}) must be a multiple of T² = {period * period} "
+            raise UserError(f"data.window ({window}) must be a multiple of T² = {period * period} "
                              f"(data.period = {period})")
         if train_length % window:
-            raise ValueError(f"data.train_length ({train_length}) must be a multiple of data.window ({window})")
+            raise UserError(f"data.train_length ({train_length}) must be a multiple of data.window ({window})")
         for key, value in (("data.eval_length", eval_length), ("data.eval_window", eval_window)):
             if value % period:
-                raise ValueError(f"{key} ({value}) must be a multiple of data.period ({period})")
+                raise UserError(f"{key} ({value}) must be a multiple of data.period ({period})")
         self.period, self.batch_size, self.window = period, batch_size, window
         self.train_length, self.eval_batch_size = train_length, eval_batch_size
         self.eval_length, self.eval_window, self.seed = eval_length, eval_window, seed

@@ -28,6 +28,7 @@ import torch
 from torch import Tensor
 
 from seqdni.data.streams import ResumableBatches
+from seqdni.errors import UserError
 
 Draw = Callable[[torch.Generator, int], Tensor]  # (generator, steps) -> whole episodes, >= steps rows
 
@@ -35,7 +36,7 @@ Draw = Callable[[torch.Generator, int], Tensor]  # (generator, steps) -> whole e
 def copy_episodes(n: int, count: int, bits: int, gen: torch.Generator) -> tuple[Tensor, Tensor]:
     """`count` Copy episodes of 2n + 1 steps: x (count, 2n+1, bits+1), y (count, 2n+1, bits+2)."""
     if n < 1:
-        raise ValueError(f"a copy episode needs at least one vector, got n={n}")
+        raise UserError(f"a copy episode needs at least one vector, got n={n}")
     v = torch.randint(0, 2, (count, n, bits), generator=gen).float()
     x = torch.zeros(count, 2 * n + 1, bits + 1)
     y = torch.zeros(count, 2 * n + 1, bits + 2)
@@ -51,7 +52,7 @@ def repeat_copy_episodes(n: int, repeats: int, count: int, max_repeats: int, bit
                          gen: torch.Generator) -> tuple[Tensor, Tensor]:
     """`count` Repeat Copy episodes of n + 1 + repeats·n + 1 steps: x (count, ., bits+2), y (count, ., bits+3)."""
     if n < 1 or not 1 <= repeats <= max_repeats:
-        raise ValueError(f"a repeat-copy episode needs n >= 1 and 1 <= repeats <= {max_repeats}, "
+        raise UserError(f"a repeat-copy episode needs n >= 1 and 1 <= repeats <= {max_repeats}, "
                          f"got n={n}, repeats={repeats}")
     v = torch.randint(0, 2, (count, n, bits), generator=gen).float()
     steps = n + 1 + repeats * n + 1
@@ -118,7 +119,7 @@ class EpisodeStreams(ResumableBatches):
             self.gen.set_state(state["generator"])
         self.pending = list(state.get("pending", []))
         if self._start and len(self.pending) != self.batch_size:
-            raise ValueError(f"the checkpoint's stream has {len(self.pending)} rows, data.batch_size is "
+            raise UserError(f"the checkpoint's stream has {len(self.pending)} rows, data.batch_size is "
                              f"{self.batch_size}; resume with the batch size it was saved with")
 
 

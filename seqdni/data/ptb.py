@@ -10,9 +10,12 @@ the data README, which the word branch below inverts.
 from __future__ import annotations
 
 import os
+import socket
+import urllib.parse
 from pathlib import Path
 
 from seqdni.data.vocab import EOL, WORD_SEP
+from seqdni.errors import MissingInput, UserError
 
 SPLITS = ("train", "valid", "test")
 ENV_VAR = "SEQDNI_DATA_DIR"
@@ -50,6 +53,20 @@ def _explain_partial(d: Path) -> str:
     return f"{d}: {found}; expected either {want} or {alt}"
 
 
+def hub_unreachable(timeout: float = 3.0) -> str | None:
+    """Why the hub cannot be reached, when that is evident at once (offline mode, no route), so that
+    no download is attempted only to retry for half a minute; None when it may be reachable."""
+    for var in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE"):
+        if os.environ.get(var, "").lower() in ("1", "true", "yes", "on"):
+            return f"{var} is set, so the hub is not asked"
+    host = urllib.parse.urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co")).hostname or "huggingface.co"
+    try:
+        socket.create_connection((host, 443), timeout=timeout).close()
+    except OSError as err:
+        return f"the hub ({host}) cannot be reached: {err.strerror or err}"
+    return None
+
+
 def locate_ptb(data_dir: str | None, cache_dir: Path, download: bool) -> tuple[str, dict[str, Path]]:
     """Find PTB: the `data_dir` option, then $SEQDNI_DATA_DIR, then the cache, then the hub.
 
@@ -60,21 +77,21 @@ def locate_ptb(data_dir: str | None, cache_dir: Path, download: bool) -> tuple[s
         if given:
             found = ptb_files_in(Path(given).expanduser())
             if found is None:
-                raise FileNotFoundError(f"{origin} points at {_explain_partial(Path(given).expanduser())}")
+                raise MissingInput(f"{origin} points at {_explain_partial(Path(given).expanduser())}")
             return found
     cached = cache_dir / "ptb"
     found = ptb_files_in(cached)
     if found is not None:
         return found
-    if download:
+    if download and (reason := hub_unreachable()) is None:
         try:
             fetch_ptb_from_hub(cached)
             return ptb_files_in(cached)  # type: ignore[return-value]
-        except Exception as err:  # offline, hub down, datasets missing: all end the same way
-            reason = f"fetching {HUB_DATASET} failed ({type(err).__name__}: {err})"
-    else:
+        except Exception as err:  # hub down, datasets missing: all end the same way
+            reason = f"fetching {HUB_DATASET} failed ({type(err).__name__}: {str(err).splitlines()[0]})"
+    elif not download:
         reason = "download is off (data.download: false)"
-    raise FileNotFoundError(
+    raise MissingInput(
         "Penn Treebank not found. Looked in: data.data_dir (not set), "
         f"${ENV_VAR} (not set), the cache {cached} (empty); {reason}. "
         f"Point at a directory holding ptb.char.{{train,valid,test}}.txt or ptb.{{train,valid,test}}.txt "
@@ -93,8 +110,14 @@ def word_lines_to_stream(lines: list[str]) -> list[str]:
 
 
 def read_stream_lines(kind: str, path: Path) -> list[str]:
-    with open(path, encoding="utf-8", newline="") as f:  # newline="": raw text keeps its \r
-        text = f.read()
+    try:
+        with open(path, encoding="utf-8", newline="") as f:  # newline="": raw text keeps its \r
+            text = f.read()
+    except UnicodeDecodeError as err:
+        raise UserError(f"{path} is not a UTF-8 text file (byte {err.start} cannot be decoded); the data "
+                        "files must be plain text") from err
+    except OSError as err:
+        raise UserError(f"{path} cannot be read ({err.strerror or err})") from err
     if kind == "char":
         return char_lines_to_stream(text.split("\n"))
     if kind == "word":
@@ -115,7 +138,7 @@ def write_word_files(split_sentences: dict[str, list[str]], out: Path) -> None:
 def sentences_from_dataset(ds) -> list[str]:
     """The `sentence` column of a `datasets` split shaped like the hub's PTB copy."""
     if "sentence" not in ds.column_names:
-        raise ValueError(f"expected a 'sentence' column, found {ds.column_names}")
+        raise UserError(f"expected a 'sentence' column, found {ds.column_names}")
     return list(ds["sentence"])
 
 

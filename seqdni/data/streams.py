@@ -6,6 +6,8 @@ from collections.abc import Iterator
 
 import torch
 
+from seqdni.errors import UserError
+
 
 class ResumableBatches:
     """A sized loader whose position in the epoch is Lightning-stateful (`state_dict`): a
@@ -68,7 +70,7 @@ class StreamBatches(ResumableBatches):
         rows = batch_size * world_size
         length = ids.numel() // rows
         if length < 2:
-            raise ValueError(f"{ids.numel()} ids cannot fill {rows} rows of at least 2 ids; lower the batch size")
+            raise UserError(f"{ids.numel()} ids cannot fill {rows} rows of at least 2 ids; lower the batch size")
         # Each rank owns a disjoint block of rows: its own part of the stream.
         self.rows = ids[: rows * length].view(rows, length)[rank * batch_size : (rank + 1) * batch_size]
         self.window = window

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from seqdni.errors import UserError
+
 
 @dataclass
 class Task:
@@ -29,4 +31,4 @@ class Task:
 
     def __post_init__(self) -> None:
         if not self.symbols and (self.input_size <= 0 or self.output_size <= 0):
-            raise ValueError(f"task {self.name!r} needs either symbols or positive input_size and output_size")
+            raise UserError(f"task {self.name!r} needs either symbols or positive input_size and output_size")

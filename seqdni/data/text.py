@@ -13,8 +13,20 @@ from seqdni.data import ptb
 from seqdni.data.streams import StreamBatches
 from seqdni.data.task import Task
 from seqdni.data.vocab import CharVocab
+from seqdni.errors import MissingInput, UserError
 
 CACHE_VERSION = 1
+
+
+def read_text_file(kind: str, path: Path, split: str) -> list[str]:
+    """A data file's stream lines; a file that holds no text is an error that names it."""
+    lines = ptb.read_stream_lines(kind, path)
+    if not any(lines):
+        option = {"train": "train_files", "valid": "val_files", "test": "test_files"}[split]
+        given = f", data.{option}" if kind == "raw" else ""
+        raise UserError(f"{path} holds no text (it is the {split} split{given}); give a file with the text "
+                        "to train and evaluate on")
+    return lines
 
 
 class CharDataModule(L.LightningDataModule):
@@ -52,9 +64,9 @@ class CharDataModule(L.LightningDataModule):
         for key, value in (("data.batch_size", batch_size), ("data.window", window),
                            ("data.eval_batch_size", eval_batch_size), ("data.eval_window", eval_window)):
             if value <= 0:
-                raise ValueError(f"{key} must be positive, got {value}")
+                raise UserError(f"{key} must be positive, got {value}")
         if train_files and not val_files:
-            raise ValueError("data.train_files needs data.val_files too (validation picks the best checkpoint)")
+            raise UserError("data.train_files needs data.val_files too (validation picks the best checkpoint)")
         self.batch_size, self.window = batch_size, window
         self.eval_batch_size, self.eval_window = eval_batch_size, eval_window
         self.cache_dir = Path(cache_dir).expanduser() if cache_dir else ptb.default_cache_dir()
@@ -64,7 +76,7 @@ class CharDataModule(L.LightningDataModule):
                           "test": [Path(p) for p in test_files or []]}
             for p in (p for ps in self.files.values() for p in ps):
                 if not p.is_file():
-                    raise FileNotFoundError(f"data file not found: {p}")
+                    raise MissingInput(f"data file not found: {p}")
         else:
             self.kind, found = ptb.locate_ptb(data_dir, self.cache_dir, download)
             self.files = {s: [p] for s, p in found.items()}
@@ -111,7 +123,7 @@ class CharDataModule(L.LightningDataModule):
         if (d / "ids.pt").is_file():
             vocab = CharVocab.load(d / "vocab.json")
             return vocab, torch.load(d / "ids.pt", weights_only=True)
-        lines = {s: [ln for p in self.files[s] for ln in ptb.read_stream_lines(self.kind, p)] for s in ptb.SPLITS}
+        lines = {s: [ln for p in self.files[s] for ln in read_text_file(self.kind, p, s)] for s in ptb.SPLITS}
         vocab = CharVocab.from_texts(ln for s in ptb.SPLITS for ln in lines[s])
         ids = {s: vocab.encode_lines(lines[s]) for s in ptb.SPLITS}
         d.mkdir(parents=True, exist_ok=True)
@@ -131,7 +143,7 @@ class CharDataModule(L.LightningDataModule):
         loader = StreamBatches(self.ids["train"], self.batch_size, self.window, True, rank, world)
         if len(loader) == 0:  # Lightning would skip training with a warning and exit as if it had trained
             per_stream = self.ids["train"].numel() // (self.batch_size * world)
-            raise ValueError(
+            raise UserError(
                 f"data.window ({self.window}) is longer than each training stream: the "
                 f"{self.ids['train'].numel()} training ids make {self.batch_size * world} streams of {per_stream} "
                 f"ids (data.batch_size {self.batch_size} × {world} device(s)); lower data.window or data.batch_size")

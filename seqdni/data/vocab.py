@@ -14,6 +14,8 @@ from pathlib import Path
 import torch
 from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
 
+from seqdni.errors import UserError
+
 EOL = "\n"
 WORD_SEP = "_"
 
@@ -24,7 +26,7 @@ class CharVocab:
     def __init__(self, symbols: Sequence[str]):
         symbols = list(symbols)
         if len(set(symbols)) != len(symbols) or any(len(s) != 1 for s in symbols):
-            raise ValueError(f"a vocabulary is a list of distinct single characters, got {symbols!r}")
+            raise UserError(f"a vocabulary is a list of distinct single characters, got {symbols!r}")
         self.symbols = symbols
         self.index = {s: i for i, s in enumerate(symbols)}
         tok = Tokenizer(models.WordLevel(vocab=self.index, unk_token=None))
@@ -61,7 +63,7 @@ class CharVocab:
     def encode(self, text: str) -> list[int]:
         bad = self.unknown(text)
         if bad:
-            raise ValueError(
+            raise UserError(
                 f"characters not in the vocabulary: {', '.join(repr(c) for c in bad)}; "
                 f"the vocabulary has {len(self)} symbols: {''.join(self.symbols)!r}"
             )

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from seqdni.errors import UserError
+
 
 @dataclass
 class SGOptions:
@@ -26,9 +28,9 @@ class SGOptions:
     def __post_init__(self) -> None:
         for key in ("hidden", "lr", "clip"):
             if getattr(self, key) < 0:
-                raise ValueError(f"model.dni.{key} must be >= 0, got {getattr(self, key)}")
+                raise UserError(f"model.dni.{key} must be >= 0, got {getattr(self, key)}")
         if self.scale <= 0:
-            raise ValueError(f"model.dni.scale must be > 0, got {self.scale}")
+            raise UserError(f"model.dni.scale must be > 0, got {self.scale}")
 
 
 
@@ -62,10 +64,10 @@ class BoundaryOptions(SGOptions):
         super().__post_init__()
         if self.discount is not None:
             if not 0.0 <= self.discount <= 1.0:
-                raise ValueError(f"model.dni.discount is γ in [0, 1], got {self.discount}")
+                raise UserError(f"model.dni.discount is γ in [0, 1], got {self.discount}")
             implied = None if self.scale_target is None else (self.scale if self.scale_target else 1.0)
             if implied is not None and implied != self.discount:
-                raise ValueError(f"model.dni.scale_target {str(self.scale_target).lower()} means discount {implied}, "
+                raise UserError(f"model.dni.scale_target {str(self.scale_target).lower()} means discount {implied}, "
                                  f"but model.dni.discount is {self.discount}; give only model.dni.discount")
 
     @property

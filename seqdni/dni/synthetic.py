@@ -5,6 +5,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from seqdni.errors import UserError
+
 
 class SyntheticGradient(nn.Module):
     """M: flattened state (and optionally a conditioning vector) -> estimated ∂future/∂state.
@@ -27,6 +29,6 @@ class SyntheticGradient(nn.Module):
     def forward(self, flat_state: Tensor, cond: Tensor | None = None) -> Tensor:
         if self.cond_dim:
             if cond is None:
-                raise ValueError("a conditional synthetic-gradient model needs its conditioning input")
+                raise UserError("a conditional synthetic-gradient model needs its conditioning input")
             flat_state = torch.cat([flat_state, cond.to(flat_state.dtype)], dim=1)
         return self.net(flat_state)

@@ -35,6 +35,7 @@ from seqdni.engines.base import (
     Unrolling,
     UnrollOut,
 )
+from seqdni.errors import UserError
 
 
 @dataclass
@@ -69,7 +70,7 @@ class DNIOptions(BoundaryOptions):
     def __post_init__(self) -> None:
         super().__post_init__()
         if self.aux_weight < 0:
-            raise ValueError(f"model.dni.aux_weight must be >= 0, got {self.aux_weight}")
+            raise UserError(f"model.dni.aux_weight must be >= 0, got {self.aux_weight}")
 
 
 @dataclass
@@ -94,7 +95,7 @@ class FlatEngine(Unrolling, RecurrentEval, nn.Module):
                  weight_decay: float = 0.0, clip: float = 1.0):
         super().__init__()
         if dni is not None and dni.conditional and not hasattr(net, "next_input"):
-            raise ValueError(f"model.dni.conditional needs the input after each unroll, which a {type(net).__name__} "
+            raise UserError(f"model.dni.conditional needs the input after each unroll, which a {type(net).__name__} "
                              "task does not provide; set model.dni.conditional to false")
         self.net, self.span, self.dni = net, unroll, dni
         self.lr, self.weight_decay, self.clip = lr, weight_decay, clip

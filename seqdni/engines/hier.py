@@ -28,6 +28,7 @@ from torch import Tensor, nn
 
 from seqdni.dni import BoundaryOptions, Interface, detach_state
 from seqdni.engines.base import Carry, ParamGroup, Unrolling, UnrollOut
+from seqdni.errors import UserError
 from seqdni.nets import HierLSTM
 
 Message = Literal["bptt", "cut", "dni"]
@@ -52,7 +53,7 @@ class HierCarry(Carry):
 
     def state_dict(self, gather) -> dict:
         if self.period is not None:
-            raise RuntimeError("a checkpoint in the middle of an upper unroll cannot be resumed exactly; "
+            raise UserError("a checkpoint in the middle of an upper unroll cannot be resumed exactly; "
                                "data.window must be a multiple of model.upper_unroll × model.tick")
         return super().state_dict(gather)
 

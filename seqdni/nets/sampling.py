@@ -12,12 +12,14 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from seqdni.errors import UserError
+
 
 def check_generation(prime: Tensor, temperature: float) -> None:
     if prime.numel() == 0:
-        raise ValueError("generation needs at least one prime id")
+        raise UserError("generation needs at least one prime id")
     if temperature <= 0:
-        raise ValueError(f"temperature must be > 0, got {temperature}")
+        raise UserError(f"temperature must be > 0, got {temperature}")
 
 
 def sample_next(logits: Tensor, temperature: float = 1.0, top_k: int | None = None,

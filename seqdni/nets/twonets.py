@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from seqdni.data.digits import DIGITS
+from seqdni.errors import UserError
 
 LSTMState = tuple[Tensor, Tensor]
 
@@ -62,7 +63,7 @@ class TwoNets(nn.Module):
     def core(self, x: Tensor, state: tuple[Tensor, ...]) -> tuple[tuple[Tensor, Tensor], tuple[Tensor, ...]]:
         """Evaluation forward over (B, W) digits, W a multiple of T: (A's logits, B's logits) per segment."""
         if x.size(1) % self.period:
-            raise ValueError(f"{x.size(1)} steps are not a whole number of segments of T = {self.period}")
+            raise UserError(f"{x.size(1)} steps are not a whole number of segments of T = {self.period}")
         out, s_a = self.a(self.embed(x), state[:2])
         h = out[:, self.period - 1 :: self.period]
         out_b, s_b = self.b(self.a_message(h), state[2:])

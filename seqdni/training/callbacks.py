@@ -12,6 +12,7 @@ from lightning.pytorch.callbacks import Checkpoint
 from lightning.pytorch.utilities import rank_zero_info
 
 from seqdni.data.vocab import render
+from seqdni.errors import UserError
 
 
 class LatestCheckpoint(Checkpoint):
@@ -34,7 +35,7 @@ class LatestCheckpoint(Checkpoint):
     def __init__(self, every_n_batches: int = 200, dirpath: str | None = None, filename: str = "latest.ckpt"):
         super().__init__()
         if every_n_batches <= 0:
-            raise ValueError(f"every_n_batches must be positive, got {every_n_batches}")
+            raise UserError(f"every_n_batches must be positive, got {every_n_batches}")
         self.every_n_batches, self.dirpath, self.filename = every_n_batches, dirpath, filename
         self.last_path: str | None = None
 
@@ -133,7 +134,7 @@ class Curriculum(L.Callback):
                  monitor: str = "val/bits_error"):
         super().__init__()
         if threshold <= 0 or patience <= 0 or max_level < 0:
-            raise ValueError(f"Curriculum needs threshold > 0, patience > 0 and max_level >= 0, "
+            raise UserError(f"Curriculum needs threshold > 0, patience > 0 and max_level >= 0, "
                              f"got {threshold}, {patience}, {max_level}")
         self.threshold, self.patience, self.max_level, self.monitor = threshold, patience, max_level, monitor
         self.streak, self.solved, self.history = 0, 0, []
@@ -142,7 +143,7 @@ class Curriculum(L.Callback):
     def _data(trainer: L.Trainer) :
         dm = trainer.datamodule
         if not hasattr(dm, "level"):
-            raise ValueError(f"Curriculum needs a data module with a `level` (seqdni.data.CopyDataModule), "
+            raise UserError(f"Curriculum needs a data module with a `level` (seqdni.data.CopyDataModule), "
                              f"got {type(dm).__name__}; remove the callback for this task")
         return dm
 
@@ -153,7 +154,7 @@ class Curriculum(L.Callback):
         if trainer.sanity_checking or trainer.state.fn != "fit":
             return
         if self.monitor not in trainer.callback_metrics:
-            raise KeyError(f"Curriculum monitors {self.monitor!r}, which validation did not log; "
+            raise UserError(f"Curriculum monitors {self.monitor!r}, which validation did not log; "
                            f"logged: {sorted(trainer.callback_metrics)}")
         dm, error = self._data(trainer), float(trainer.callback_metrics[self.monitor])
         level = dm.level

@@ -11,7 +11,14 @@ once, under `engine.net`). Formats 1 and 2 were written by the flat-module layou
 
 from __future__ import annotations
 
+import pickle
+import zipfile
 from dataclasses import asdict
+from pathlib import Path
+
+import torch
+
+from seqdni.errors import MissingInput, UserError
 
 FORMAT = 3
 
@@ -83,3 +90,25 @@ def upgrade(checkpoint: dict) -> dict:
         _upgrade_hparams(checkpoint["hyper_parameters"], meta["class_path"])
     meta["format"] = FORMAT
     return checkpoint
+
+
+class CheckpointError(UserError):
+    """A file that cannot be used as a seqdni checkpoint."""
+
+
+def read(path: str | Path, what: str = "checkpoint") -> dict:
+    """A seqdni checkpoint as a dict (weights only, on the CPU: no code from the file runs), upgraded
+    to today's format in memory, with one clear error for a missing, truncated or foreign file."""
+    p = Path(path)
+    if not p.is_file():
+        raise MissingInput(f"{what} not found: {p} (give the path of a .ckpt file written by seqdni.train)")
+    try:
+        ckpt = torch.load(p, map_location="cpu", weights_only=True)
+    except (RuntimeError, EOFError, zipfile.BadZipFile, pickle.UnpicklingError, OSError) as err:
+        raise CheckpointError(
+            f"{p} cannot be read as a checkpoint (truncated or corrupt, or it holds objects that a "
+            f"weights-only load refuses): {str(err).splitlines()[0]}"
+        ) from err
+    if not isinstance(ckpt, dict) or "seqdni" not in ckpt or "hyper_parameters" not in ckpt:
+        raise CheckpointError(f"{p} is not a seqdni checkpoint (it lacks the 'seqdni' and hyperparameter sections)")
+    return upgrade(ckpt)

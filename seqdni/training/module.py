@@ -19,6 +19,7 @@ import torch
 
 from seqdni.data import CharVocab, Task
 from seqdni.engines import Carry, Engine
+from seqdni.errors import UserError
 from seqdni.training import checkpointing
 from seqdni.training.optim import LightningSteps, adam, schedule
 from seqdni.training.probe import Probe
@@ -38,6 +39,7 @@ class SeqModule(L.LightningModule):
         self.probe: Probe | None = None
         self._clock: tuple[float, int] | None = None
         self._eval_state = self._eval_sums = None
+        self.run_config: dict | None = None  # the command line's settings, kept in checkpoints for resumes
 
     def build(self, task: Task, engine: Engine, lr_schedule: str | None = "constant", warmup_steps: int = 0,
               span_key: str = "model.unroll") -> None:
@@ -79,7 +81,7 @@ class SeqModule(L.LightningModule):
         x, y = batch
         span = self.engine.span
         if x.size(1) % span:
-            raise ValueError(f"a training batch of {x.size(1)} columns is not a multiple of {self.span_key} ({span})")
+            raise UserError(f"a training batch of {x.size(1)} columns is not a multiple of {self.span_key} ({span})")
         steps, carry, outs = self._steps(), self._carry_for(x), []
         for i in range(x.size(1) // span):
             cols = slice(i * span, (i + 1) * span)
@@ -165,7 +167,7 @@ class SeqModule(L.LightningModule):
         if str(self.trainer.precision).startswith("16"):
             # Loss scaling would leave every clip acting on scaled gradients, and the raw steps of
             # the other groups would bypass the scaler.
-            raise ValueError(f"trainer.precision {self.trainer.precision!r} is not supported; "
+            raise UserError(f"trainer.precision {self.trainer.precision!r} is not supported; "
                              "use bf16-mixed or 32-true")
         log_dir = self.trainer.log_dir
         if self.trainer.is_global_zero and self.trainer.loggers and log_dir and self.vocab is not None:
@@ -196,7 +198,7 @@ class SeqModule(L.LightningModule):
         # Every rank carries the states of its own streams: under DDP all ranks' carries are
         # gathered (every rank runs this hook; rank 0 writes the file) and each takes its own back.
         carry = None if self.carry is None else self.carry.state_dict(self._gather)
-        checkpoint["seqdni"] = {"format": checkpointing.FORMAT, "carry": carry,
+        checkpoint["seqdni"] = {"format": checkpointing.FORMAT, "carry": carry, "config": self.run_config,
                                 "class_path": f"{type(self).__module__}.{type(self).__qualname__}"}
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
@@ -207,6 +209,6 @@ class SeqModule(L.LightningModule):
             return
         world = len(saved["state"][0])
         if self.trainer.world_size != world:
-            raise ValueError(f"the checkpoint carries the streams of {world} rank(s) but this run has "
+            raise UserError(f"the checkpoint carries the streams of {world} rank(s) but this run has "
                              f"{self.trainer.world_size}; resume training with the same number of devices")
         self.carry = Carry.from_state_dict(saved, self.trainer.global_rank)

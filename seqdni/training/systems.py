@@ -15,6 +15,7 @@ from seqdni.dni import BoundaryOptions
 from seqdni.engines import DNIOptions, FlatEngine, HierEngine, MessageOptions, TwoTimescaleEngine
 from seqdni.engines.hier import Message
 from seqdni.engines.twotimescale import Regime
+from seqdni.errors import UserError
 from seqdni.nets import HierLSTM, TwoNets, build_network
 from seqdni.training.module import SeqModule
 from seqdni.training.probe import Probe
@@ -37,7 +38,7 @@ def as_options(cls: type, value, owner: str):
     defaults = {f.name: f.default for f in fields(DNIOptions) + fields(MessageOptions)}
     for key, v in given.items():
         if key not in known and v != defaults.get(key, object()) and v != LEGACY_DEFAULTS.get(key, object()):
-            raise ValueError(f"model.dni.{key} is not supported by {owner}; remove it")
+            raise UserError(f"model.dni.{key} is not supported by {owner}; remove it")
     return cls(**{k: v for k, v in given.items() if k in known})
 
 
@@ -69,9 +70,9 @@ class SeqModel(SeqModule):
                  dni: DNIOptions | None = None, probe_every: int = 0, probe_unrolls: int = 8, probe_rows: int = 16):
         super().__init__()
         if unroll <= 0:
-            raise ValueError(f"model.unroll must be a positive number of steps, got {unroll}")
+            raise UserError(f"model.unroll must be a positive number of steps, got {unroll}")
         if window % unroll:
-            raise ValueError(f"data.window ({window}) must be a multiple of model.unroll ({unroll})")
+            raise UserError(f"data.window ({window}) must be a multiple of model.unroll ({unroll})")
         task, dni = as_task(task), as_options(DNIOptions, dni, "SeqModel")
         self.save_hyperparameters()
         self.hparams.update(task=asdict(task), dni=None if dni is None else asdict(dni))  # weights-only loadable
@@ -123,7 +124,7 @@ class HierLM(SeqModule):
         super().__init__()
         task, dni = as_task(task), as_options(BoundaryOptions, dni, "HierLM")
         if message not in ("bptt", "cut", "dni"):
-            raise ValueError(f"model.message must be bptt, cut or dni, got {message!r}")
+            raise UserError(f"model.message must be bptt, cut or dni, got {message!r}")
         _check_hier(task, window, unroll, tick, upper_unroll, message, boundaries, dni)
         self.save_hyperparameters()
         self.hparams.update(task=asdict(task), dni=None if dni is None else asdict(dni))
@@ -138,24 +139,24 @@ def _check_hier(task: Task, window: int, unroll: int, tick: int, upper_unroll: i
                 dni: BoundaryOptions | None) -> None:
     """HierLM's arguments, each error naming the key to change."""
     if task.kind != "chars":
-        raise ValueError(f"HierLM is a character language model; the {task.name!r} task has no vocabulary")
+        raise UserError(f"HierLM is a character language model; the {task.name!r} task has no vocabulary")
     if tick <= 0 or upper_unroll <= 0 or unroll <= 0:
-        raise ValueError(f"model.tick ({tick}), model.upper_unroll ({upper_unroll}) and model.unroll ({unroll}) "
+        raise UserError(f"model.tick ({tick}), model.upper_unroll ({upper_unroll}) and model.unroll ({unroll}) "
                          "must be positive")
     if unroll % tick:
-        raise ValueError(f"model.unroll ({unroll}) must be a multiple of model.tick ({tick})")
+        raise UserError(f"model.unroll ({unroll}) must be a multiple of model.tick ({tick})")
     period = upper_unroll * tick
     if period % unroll:
-        raise ValueError(f"the upper unroll, model.upper_unroll × model.tick = {period} characters, must be a "
+        raise UserError(f"the upper unroll, model.upper_unroll × model.tick = {period} characters, must be a "
                          f"multiple of model.unroll ({unroll})")
     if message == "bptt" and period != unroll:
-        raise ValueError(f"with model.message bptt the levels are unrolled together: set model.upper_unroll to "
+        raise UserError(f"with model.message bptt the levels are unrolled together: set model.upper_unroll to "
                          f"model.unroll / model.tick = {unroll // tick} (got {upper_unroll})")
     if window % period:
-        raise ValueError(f"data.window ({window}) must be a multiple of the upper unroll, model.upper_unroll × "
+        raise UserError(f"data.window ({window}) must be a multiple of the upper unroll, model.upper_unroll × "
                          f"model.tick = {period} characters")
     if (message == "dni" or boundaries) != (dni is not None):
-        raise ValueError("model.dni must be set when model.message is dni or model.boundaries is true, and unset "
+        raise UserError("model.dni must be set when model.message is dni or model.boundaries is true, and unset "
                          f"(null) otherwise; got message {message!r}, boundaries {boundaries}, "
                          f"dni {'set' if dni is not None else 'unset'}")
 
@@ -188,15 +189,15 @@ class TwoTimescale(SeqModule):
         super().__init__()
         task, dni = as_task(task), as_options(MessageOptions, dni, "TwoTimescale")
         if regime not in ("bptt", "cut", "dni"):
-            raise ValueError(f"model.regime must be bptt, cut or dni, got {regime!r}")
+            raise UserError(f"model.regime must be bptt, cut or dni, got {regime!r}")
         if task.name != "two-timescale":
-            raise ValueError(f"TwoTimescale trains the two-timescale digit task, not {task.name!r}; "
+            raise UserError(f"TwoTimescale trains the two-timescale digit task, not {task.name!r}; "
                              "use data.class_path seqdni.data.DigitStreams")
         if (dni is not None) != (regime == "dni"):
-            raise ValueError("model.dni must be set for regime dni and unset (null) for bptt and cut; "
+            raise UserError("model.dni must be set for regime dni and unset (null) for bptt and cut; "
                              f"got regime {regime!r} with dni {'set' if dni is not None else 'unset'}")
         if period < 2 or window % (period * period):
-            raise ValueError(f"data.window ({window}) must be a multiple of T² with T = model.period ({period}) >= 2")
+            raise UserError(f"data.window ({window}) must be a multiple of T² with T = model.period ({period}) >= 2")
         self.save_hyperparameters()
         self.hparams.update(task=asdict(task), dni=None if dni is None else asdict(dni))
         self.period, self.regime, self.dni = period, regime, dni
@@ -206,7 +207,7 @@ class TwoTimescale(SeqModule):
     def setup(self, stage: str) -> None:
         data_period = getattr(self.trainer.datamodule, "period", self.period)
         if data_period != self.period:
-            raise ValueError(f"model.period ({self.period}) differs from data.period ({data_period}); "
+            raise UserError(f"model.period ({self.period}) differs from data.period ({data_period}); "
                              "set both to the same T")
 
 

@@ -10,6 +10,7 @@ import pytest
 from helpers import CHAR_FILES, STREAMS, WORD_FILES, decoded, write_ptb
 
 from seqdni.data import CharDataModule, ptb
+from seqdni.errors import UserError
 
 
 def test_found_in_cache_when_nothing_configured(tmp_path, monkeypatch):
@@ -43,6 +44,7 @@ def test_download_writes_word_files_into_cache(tmp_path, monkeypatch):
         ptb.write_word_files({s: [ln for ln in t.splitlines() if ln.strip()] for s, t in WORD_FILES.items()}, out)
 
     monkeypatch.setattr(ptb, "fetch_ptb_from_hub", fake_fetch)
+    monkeypatch.setattr(ptb, "hub_unreachable", lambda: None)
     cache = tmp_path / "cache"
     dm = CharDataModule(cache_dir=str(cache), download=True)
     assert calls == [cache / "ptb"]
@@ -59,8 +61,32 @@ def test_download_failure_is_explained(tmp_path, monkeypatch):
         raise ConnectionError("no route to host")
 
     monkeypatch.setattr(ptb, "fetch_ptb_from_hub", offline)
+    monkeypatch.setattr(ptb, "hub_unreachable", lambda: None)
     with pytest.raises(FileNotFoundError, match=r"failed \(ConnectionError: no route to host\).*--data\.data_dir"):
         CharDataModule(cache_dir=str(tmp_path / "cache"), download=True)
+
+
+@pytest.mark.parametrize("offline", ["env", "no-route"])
+def test_an_evident_offline_machine_is_not_asked_to_download(tmp_path, monkeypatch, offline):
+    """Offline mode, or a hub with no route to it: no download attempt (which would retry for half a
+    minute), and the reason in the one message."""
+    monkeypatch.delenv(ptb.ENV_VAR, raising=False)
+    monkeypatch.setattr(ptb, "fetch_ptb_from_hub", lambda out: pytest.fail("an offline machine must not fetch"))
+    if offline == "env":
+        monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+        expected = "HF_HUB_OFFLINE is set, so the hub is not asked"
+    else:
+        for var in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE"):
+            monkeypatch.delenv(var, raising=False)
+
+        def no_route(*a, **kw):
+            raise OSError(101, "Network is unreachable")
+
+        monkeypatch.setattr(ptb.socket, "create_connection", no_route)
+        expected = "the hub (huggingface.co) cannot be reached: Network is unreachable"
+    with pytest.raises(UserError) as err:
+        CharDataModule(cache_dir=str(tmp_path / "cache"), download=True)
+    assert expected in str(err.value) and "--data.data_dir DIR" in str(err.value)
 
 
 def test_default_cache_dir_follows_xdg(tmp_path, monkeypatch):

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from seqdni.data import CopyDataModule
+from seqdni.errors import UserError
 from seqdni.training import Curriculum
 
 
@@ -32,7 +33,7 @@ def test_curriculum_advances_only_when_the_criterion_holds():
     assert levels == [1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 4]
     assert cur.solved == 3 and trainer.should_stop
     assert [h["level"] for h in cur.history] == [1] + levels[:-1]  # each validation's level when measured
-    with pytest.raises(KeyError, match="val/bits_error"):
+    with pytest.raises(UserError, match="val/bits_error"):
         trainer.callback_metrics = {"val/bpc": torch.tensor(1.0)}
         cur.on_validation_end(trainer, module)
     with pytest.raises(ValueError, match="needs a data module with a `level`"):
