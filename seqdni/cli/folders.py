@@ -34,7 +34,10 @@ def place_logger(trainer_cfg: Any, ckpt_path: str | None) -> None:
         if root and save_dir is not None and not Path(save_dir).is_absolute():
             args.save_dir = str(Path(root) / save_dir)
         if run is not None and "version" in args and args.get("version") is None:
-            args.save_dir, args.name, args.version = str(run.parent.parent), run.parent.name, run.name
+            args.version = run.name
+            here = Path(args.get("save_dir") or ".") / (args.get("name") or "")
+            if here.resolve() != run.parent:  # keep the paths as configured when they lead there already
+                args.save_dir, args.name = str(run.parent.parent), run.parent.name
 
 
 def check_writable(folder: str | os.PathLike) -> None:

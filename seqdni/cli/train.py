@@ -15,6 +15,7 @@ checks of `seqdni.cli.resume`. Mistakes end in one paragraph and exit status 1 (
 from __future__ import annotations
 
 import sys
+import warnings
 from dataclasses import asdict
 from pathlib import Path
 
@@ -72,6 +73,8 @@ class SeqDNICLI(LightningCLI):
         timer = next((c for c in t.callbacks if isinstance(c, Timer)), None)
         left = resume.budgets(self.resumed, t.max_steps, t.max_epochs, timer._duration if timer else None)
         folders.check_writable(t.log_dir or t.default_root_dir)
+        if self.resumed:  # the run's own folder holds its checkpoints: that is the point
+            warnings.filterwarnings("ignore", message=r"Checkpoint directory .* exists and is not empty")
         start = "Resuming at optimiser step {global_step}".format(**self.resumed) if self.resumed else "Training"
         rank_zero_info(f"{start}: " + ("; ".join(left) if left else "no stopping rule is set") + ".")
 

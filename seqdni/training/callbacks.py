@@ -52,7 +52,13 @@ class LatestCheckpoint(Checkpoint):
     def save(self, trainer: L.Trainer) -> None:
         path = self._path(trainer)
         tmp = path.with_name(path.name + ".tmp")
-        trainer.save_checkpoint(tmp, weights_only=False)  # everything needed to resume
+        try:
+            trainer.save_checkpoint(tmp, weights_only=False)  # everything needed to resume
+        except (OSError, RuntimeError) as err:  # a full disk or a folder gone read-only: keep the last one
+            tmp.unlink(missing_ok=True)
+            kept = f"the last complete one is {path}" if path.is_file() else "no checkpoint was written before"
+            raise UserError(f"writing the checkpoint {tmp} failed ({str(err).splitlines()[0]}); {kept}. Free "
+                            "space or choose another folder (--trainer.default_root_dir), then resume.") from err
         if trainer.is_global_zero:
             os.replace(tmp, path)
         trainer.strategy.barrier("latest_checkpoint")
@@ -88,6 +94,9 @@ class SampleText(L.Callback):
         super().__init__()
         self.every_n_steps, self.length, self.prime, self.temperature = every_n_steps, length, prime, temperature
         self._last = 0
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        self._last = trainer.global_step  # a resumed run keeps the schedule of multiples of every_n_steps
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         step = trainer.global_step

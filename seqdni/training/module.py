@@ -97,6 +97,9 @@ class SeqModule(L.LightningModule):
         return None
 
     def _log_window(self, losses: dict, stats: dict, steps: LightningSteps, batch_idx: int) -> None:
+        # TensorBoard's x axis is the optimiser step (`trainer.global_step`), as in checkpoint names and
+        # text samples, not Lightning's default count of batches (W / T optimiser steps each).
+        self.log("step", float(self.trainer.global_step))
         for i, (key, value) in enumerate(losses.items()):
             self.log(key, value, prog_bar=i == 0)
         if steps.grad_norm is not None:
@@ -143,6 +146,7 @@ class SeqModule(L.LightningModule):
         for i, (name, value) in enumerate(metrics.items()):
             # identical on every rank already (summed above): sync_dist only averages equal values
             self.log(f"{stage}/{name}", value.float(), prog_bar=i == 0, sync_dist=True)
+        self.log("step", float(self.trainer.global_step))  # the x axis: optimiser steps, as in training
 
     def on_validation_epoch_start(self) -> None:
         self._eval_start()

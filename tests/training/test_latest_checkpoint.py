@@ -30,3 +30,27 @@ def test_saving_says_nothing_about_weights_only(tmp_path, tiny_data, lightning_l
     assert "max_steps=2" in lightning_log.text  # the listener hears Lightning's own messages
     assert "weights_only" not in lightning_log.text
     assert not [w for w in recwarn if "weights_only" in str(w.message)]
+
+
+def test_a_failed_save_keeps_the_last_checkpoint_and_says_where_it_is(tmp_path, tiny_data, monkeypatch):
+    import errno
+
+    import pytest
+    from lightning.pytorch import Trainer
+
+    from seqdni.errors import UserError
+
+    dm = tiny_data()
+    ckpt_dir = tmp_path / "c"
+    t = trainer(tmp_path, max_steps=2, callbacks=[LatestCheckpoint(every_n_batches=1, dirpath=str(ckpt_dir))])
+    t.fit(seq_model(dm), datamodule=dm)
+    good = (ckpt_dir / "latest.ckpt").read_bytes()
+
+    def full(self, path, weights_only=False):
+        open(path, "wb").write(b"partial")
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(Trainer, "save_checkpoint", full)
+    with pytest.raises(UserError, match=r"No space left on device.*the last complete one is .*latest.ckpt"):
+        LatestCheckpoint(dirpath=str(ckpt_dir)).save(t)
+    assert (ckpt_dir / "latest.ckpt").read_bytes() == good and not (ckpt_dir / "latest.ckpt.tmp").exists()

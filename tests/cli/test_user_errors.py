@@ -1,0 +1,104 @@
+"""Every mistake a user can make at the command line ends in one paragraph on stderr that names the
+input and what to do, and exit status 1; never a traceback (SEQDNI_DEBUG=1 shows it)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from helpers import ROOT, data_args, run_cli
+
+from seqdni.cli import sample as sample_cli
+from seqdni.cli import train as train_cli
+
+SMOKE = str(ROOT / "configs/smoke.yaml")
+
+
+def one_paragraph(capsys, main, args: list[str], *needles: str) -> str:
+    """Run a CLI's `main(args)`; it must exit 1 with a single error paragraph holding each needle."""
+    with pytest.raises(SystemExit) as exit_:
+        main(args)
+    err = capsys.readouterr().err
+    assert exit_.value.code == 1, err[-2000:]
+    assert "Traceback" not in err
+    message = err[err.index("python -m seqdni."):]
+    assert message.count("error:") == 1 and message.count("\n\n") == 0, message
+    flat = " ".join(message.split())
+    for needle in needles:
+        assert needle in flat, (needle, flat)
+    return flat
+
+
+@pytest.mark.parametrize(("override", "needles"), [
+    ("--data.batch_size=-1", ["data.batch_size must be positive, got -1"]),
+    ("--model.unroll=5", ["data.window (16) must be a multiple of model.unroll (5)"]),
+    ("--model.dni={\"discount\": 2.0}", ["model.dni.discount is γ in [0, 1], got 2.0"]),
+])
+def test_a_constructor_check_is_one_paragraph_not_a_traceback(capsys, text_files, tmp_path, override, needles):
+    one_paragraph(capsys, train_cli.main, ["--config", SMOKE, *data_args(text_files, tmp_path), override], *needles)
+
+
+def test_data_files_that_hold_no_text_are_named(capsys, text_files, tmp_path):
+    empty, binary = tmp_path / "empty.txt", tmp_path / "image.png"
+    empty.write_text("")
+    binary.write_bytes(b"\x89PNG\r\n\x1a\n\xff\xfe\x00\x81")
+    args = ["--config", SMOKE, *data_args(text_files, tmp_path)]
+    one_paragraph(capsys, train_cli.main, [*args, f"--data.train_files=[{empty}]"],
+                  f"{empty} holds no text (it is the train split, data.train_files)")
+    one_paragraph(capsys, train_cli.main, [*args, f"--data.train_files=[{binary}]"],
+                  f"{binary} is not a UTF-8 text file")
+
+
+def test_no_data_and_no_network_is_said_once_without_retries(capsys, tmp_path, monkeypatch):
+    monkeypatch.delenv("SEQDNI_DATA_DIR", raising=False)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    one_paragraph(capsys, train_cli.main, ["--config", SMOKE, f"--data.cache_dir={tmp_path / 'cache'}"],
+                  "Penn Treebank not found", "HF_HUB_OFFLINE is set", "--data.data_dir DIR")
+
+
+def test_a_missing_or_truncated_ckpt_path_is_named(capsys, text_files, tmp_path):
+    args = ["--config", SMOKE, *data_args(text_files, tmp_path)]
+    one_paragraph(capsys, train_cli.main, [*args, f"--ckpt_path={tmp_path / 'nope.ckpt'}"],
+                  f"--ckpt_path not found: {tmp_path / 'nope.ckpt'}")
+    cut = tmp_path / "cut.ckpt"
+    torch.save({"state_dict": {"w": torch.zeros(1000)}}, cut)
+    cut.write_bytes(cut.read_bytes()[:300])
+    one_paragraph(capsys, train_cli.main, [*args, f"--ckpt_path={cut}"], f"{cut} cannot be read as a checkpoint",
+                  "truncated or corrupt")
+
+
+def test_an_output_folder_that_cannot_be_written_is_named(capsys, text_files, tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")  # (root may write into read-only folders; nobody into a file)
+    one_paragraph(capsys, train_cli.main, ["--config", SMOKE, *data_args(text_files, tmp_path),
+                                           f"--trainer.default_root_dir={blocker / 'out'}"],
+                  f"cannot write the run folder {blocker / 'out'}", "--trainer.default_root_dir DIR")
+
+
+@pytest.mark.parametrize(("args", "needle"), [
+    (["--temperature=0"], "--temperature must be > 0"),
+    (["--length=-1"], "--length is the number of characters to generate, >= 0; got -1"),
+    (["--top_k=0"], "--top_k must be at least 1"),
+    (["--top_k=99"], "--top_k 99 exceeds the vocabulary"),
+    (["--device=cuda:7"], "--device cuda:7: this machine has"),
+    (["--device=tpu9"], "--device 'tpu9' is not a torch device"),
+])
+def test_sampling_arguments_out_of_range_are_named(capsys, args, needle):
+    from legacy import LEGACY
+
+    if args[0].startswith("--device=cuda") and torch.cuda.device_count() > 7:
+        pytest.skip("this machine has the device")
+    one_paragraph(capsys, sample_cli.main, ["--ckpt", str(LEGACY / "flat-bptt.ckpt"), *args], needle)
+
+
+def test_sampling_a_missing_checkpoint_is_named(capsys, tmp_path):
+    one_paragraph(capsys, sample_cli.main, ["--ckpt", str(tmp_path / "none.ckpt")], "checkpoint not found")
+
+
+@pytest.mark.slow
+def test_from_a_fresh_process_exit_1_without_traceback_and_debug_shows_it(text_files, tmp_path):
+    args = ["--config", SMOKE, *data_args(text_files, tmp_path), "--data.batch_size=0"]
+    res = run_cli("seqdni.train", args, cwd=tmp_path)
+    assert res.returncode == 1 and "Traceback" not in res.stderr
+    assert "python -m seqdni.train: error: data.batch_size must be positive, got 0" in res.stderr
+    debug = run_cli("seqdni.train", [*args, "--debug"], cwd=tmp_path)
+    assert debug.returncode == 1 and "Traceback" in debug.stderr and "data.batch_size must be positive" in debug.stderr
