@@ -77,9 +77,9 @@ def launch(cfg_path: Path, name: str, seed: int, args, runs: Path) -> subprocess
 def summarise(cfg_path: Path, name: str, seed: int, runs: Path, seconds: float, rss_kib: int | None) -> dict:
     run_dir = runs / f"{name}-s{seed}" / "version_0"
     cfg = load_config(cfg_path)
-    data = cfg["data"]["init_args"]
-    # Lightning logs against batches, not optimiser steps: a batch is batch_size x window characters.
-    per_step = data["batch_size"] * data["window"]
+    data, model = cfg["data"]["init_args"], cfg["model"]["init_args"]
+    # TensorBoard's x axis is the optimiser step: one unroll of batch_size x unroll characters.
+    per_step = data["batch_size"] * model["unroll"]
     s = scalars(run_dir)
     t0 = min(w for series in s.values() for _, w, _ in series)
     val = [(step * per_step, w - t0, v) for step, w, v in s.get("val/bpc", [])]

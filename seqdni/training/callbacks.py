@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import lightning as L
@@ -13,6 +12,7 @@ from lightning.pytorch.utilities import rank_zero_info
 
 from seqdni.data.vocab import render
 from seqdni.errors import UserError
+from seqdni.training import checkpointing
 
 
 class LatestCheckpoint(Checkpoint):
@@ -20,8 +20,9 @@ class LatestCheckpoint(Checkpoint):
     validation, and at the last batch when training is about to stop (max_steps, max_time
     or a stop request; checkpoint callbacks run after the others, so they see the stop).
     Saving at a batch end, not in `on_train_end`, keeps the cut mid-epoch for Lightning too,
-    so a resume continues the epoch with the carried state. Written to a temporary file and renamed, so a
-    crash mid-write never leaves a broken `latest.ckpt`.
+    so a resume continues the epoch with the carried state. Written to `latest.ckpt.tmp` beside it and
+    renamed (`checkpointing.StagedCheckpointIO`), so a crash mid-write never leaves a broken
+    `latest.ckpt`, and nothing in the system temp folder.
 
     Lightning's `save_last=True` only refreshes last.ckpt when its own schedule saves, which
     can leave it behind the real state; this callback is the resume point instead.
@@ -43,24 +44,23 @@ class LatestCheckpoint(Checkpoint):
         d = Path(self.dirpath) if self.dirpath else Path(trainer.log_dir or trainer.default_root_dir) / "checkpoints"
         return d / self.filename
 
+    def setup(self, trainer, pl_module, stage: str) -> None:
+        checkpointing.stage_checkpoints(trainer.strategy)
+
     def on_fit_start(self, trainer, pl_module) -> None:
-        """A run killed while writing leaves its staging file behind; it is never a checkpoint."""
-        tmp = self._path(trainer).with_name(self.filename + ".tmp")
-        if trainer.is_global_zero and tmp.is_file():
-            tmp.unlink()
+        """A run killed while writing leaves staging files (`*.ckpt.tmp`) behind; they are never checkpoints."""
+        if trainer.is_global_zero:
+            for tmp in self._path(trainer).parent.glob("*.ckpt.tmp"):
+                tmp.unlink(missing_ok=True)
 
     def save(self, trainer: L.Trainer) -> None:
         path = self._path(trainer)
-        tmp = path.with_name(path.name + ".tmp")
-        try:
-            trainer.save_checkpoint(tmp, weights_only=False)  # everything needed to resume
+        try:  # staged beside the file and renamed (`checkpointing.StagedCheckpointIO`)
+            trainer.save_checkpoint(path, weights_only=False)  # everything needed to resume
         except (OSError, RuntimeError) as err:  # a full disk or a folder gone read-only: keep the last one
-            tmp.unlink(missing_ok=True)
             kept = f"the last complete one is {path}" if path.is_file() else "no checkpoint was written before"
-            raise UserError(f"writing the checkpoint {tmp} failed ({str(err).splitlines()[0]}); {kept}. Free "
+            raise UserError(f"writing the checkpoint {path} failed ({str(err).splitlines()[0]}); {kept}. Free "
                             "space or choose another folder (--trainer.default_root_dir), then resume.") from err
-        if trainer.is_global_zero:
-            os.replace(tmp, path)
         trainer.strategy.barrier("latest_checkpoint")
         self.last_path = str(path)
 

@@ -11,12 +11,14 @@ once, under `engine.net`). Formats 1 and 2 were written by the flat-module layou
 
 from __future__ import annotations
 
+import os
 import pickle
 import zipfile
 from dataclasses import asdict
 from pathlib import Path
 
 import torch
+from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 from seqdni.errors import MissingInput, UserError
 
@@ -112,3 +114,27 @@ def read(path: str | Path, what: str = "checkpoint") -> dict:
     if not isinstance(ckpt, dict) or "seqdni" not in ckpt or "hyper_parameters" not in ckpt:
         raise CheckpointError(f"{p} is not a seqdni checkpoint (it lacks the 'seqdni' and hyperparameter sections)")
     return upgrade(ckpt)
+
+
+class StagedCheckpointIO(TorchCheckpointIO):
+    """Lightning's checkpoint writer, staging each file as `<file>.tmp` beside it and renaming it:
+    a crash mid-write leaves the previous file whole and nothing outside the run folder (Lightning's
+    own writer stages in the system temp folder, and its move may cross file systems)."""
+
+    def save_checkpoint(self, checkpoint: dict, path, storage_options=None) -> None:
+        if storage_options is not None or "://" in str(path):
+            return super().save_checkpoint(checkpoint, path, storage_options)
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + ".tmp")
+        try:
+            torch.save(checkpoint, tmp)
+            os.replace(tmp, path)
+        finally:
+            tmp.unlink(missing_ok=True)
+
+
+def stage_checkpoints(strategy) -> None:
+    """Make a strategy write checkpoints with `StagedCheckpointIO` (unless it was given another writer)."""
+    if type(strategy.checkpoint_io) is TorchCheckpointIO:
+        strategy.checkpoint_io = StagedCheckpointIO()

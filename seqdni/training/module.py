@@ -167,6 +167,9 @@ class SeqModule(L.LightningModule):
         self._eval_end("test")
 
     # ---- bookkeeping ----------------------------------------------------------------------------
+    def setup(self, stage: str) -> None:
+        checkpointing.stage_checkpoints(self.trainer.strategy)  # every checkpoint staged in its own folder
+
     def on_fit_start(self) -> None:
         if str(self.trainer.precision).startswith("16"):
             # Loss scaling would leave every clip acting on scaled gradients, and the raw steps of

@@ -9,11 +9,19 @@ from helpers import seq_model, trainer
 from seqdni.training import LatestCheckpoint
 
 
-def test_a_stale_staging_file_is_removed_and_the_checkpoint_written_whole(tmp_path, tiny_data):
+def test_a_stale_staging_file_is_removed_and_the_checkpoint_written_whole(tmp_path, tiny_data, monkeypatch):
+    import tempfile
+
     ckpt_dir = tmp_path / "ckpts"
     ckpt_dir.mkdir()
     stale = ckpt_dir / "latest.ckpt.tmp"
     stale.write_bytes(b"half a checkpoint from a killed run")
+    (ckpt_dir / "best-step=2.ckpt.tmp").write_bytes(b"another")
+
+    def no_system_temp(*a, **kw):
+        raise AssertionError("a checkpoint was staged in the system temp folder")
+
+    monkeypatch.setattr(tempfile, "mkstemp", no_system_temp)  # where Lightning's own writer stages
     dm = tiny_data()
     trainer(tmp_path, max_steps=4, callbacks=[LatestCheckpoint(every_n_batches=1, dirpath=str(ckpt_dir))]).fit(
         seq_model(dm), datamodule=dm)
@@ -36,9 +44,9 @@ def test_a_failed_save_keeps_the_last_checkpoint_and_says_where_it_is(tmp_path, 
     import errno
 
     import pytest
-    from lightning.pytorch import Trainer
 
     from seqdni.errors import UserError
+    from seqdni.training import checkpointing
 
     dm = tiny_data()
     ckpt_dir = tmp_path / "c"
@@ -46,11 +54,11 @@ def test_a_failed_save_keeps_the_last_checkpoint_and_says_where_it_is(tmp_path, 
     t.fit(seq_model(dm), datamodule=dm)
     good = (ckpt_dir / "latest.ckpt").read_bytes()
 
-    def full(self, path, weights_only=False):
-        open(path, "wb").write(b"partial")
+    def full(obj, f, *a, **kw):  # the disk fills up halfway through the staging file
+        open(f, "wb").write(b"partial")
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(Trainer, "save_checkpoint", full)
+    monkeypatch.setattr(checkpointing.torch, "save", full)
     with pytest.raises(UserError, match=r"No space left on device.*the last complete one is .*latest.ckpt"):
         LatestCheckpoint(dirpath=str(ckpt_dir)).save(t)
     assert (ckpt_dir / "latest.ckpt").read_bytes() == good and not (ckpt_dir / "latest.ckpt.tmp").exists()
