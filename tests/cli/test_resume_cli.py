@@ -43,6 +43,8 @@ def test_resume_from_another_directory(text_files, tmp_path, monkeypatch, capsys
     assert "drop these keys" in err
     err = failure(capsys, [*args, f"--ckpt_path={latest}"])
     assert "nothing to train: the checkpoint is at optimiser step 8" in err and "Raise --trainer.max_steps" in err
+    err = failure(capsys, [*args, f"--ckpt_path={latest}", "--trainer.max_steps=-1", "--trainer.max_time=00:00:00:00"])
+    assert "max_time 0:00:00 leaves 0:00:00 (it counts the" in err and "Raise --trainer.max_time" in err
 
     resumed = [a for a in args if not a.startswith("--trainer.max_steps")]
     main([*resumed, "--trainer.max_steps=16", f"--ckpt_path={latest}"])
