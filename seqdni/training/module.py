@@ -21,7 +21,7 @@ from seqdni.data import CharVocab, Task
 from seqdni.engines import Carry, Engine
 from seqdni.errors import UserError
 from seqdni.training import checkpointing
-from seqdni.training.optim import LightningSteps, adam, schedule
+from seqdni.training.optim import LightningSteps, adam, schedule, wrappers_add_nothing
 from seqdni.training.probe import Probe
 
 
@@ -40,6 +40,7 @@ class SeqModule(L.LightningModule):
         self._clock: tuple[float, int] | None = None
         self._eval_state = self._eval_sums = None
         self.run_config: dict | None = None  # the command line's settings, kept in checkpoints for resumes
+        self._direct = False  # whether to bypass Lightning's backward/step wrappers (optim.wrappers_add_nothing)
 
     def build(self, task: Task, engine: Engine, lr_schedule: str | None = "constant", warmup_steps: int = 0,
               span_key: str = "model.unroll") -> None:
@@ -67,7 +68,11 @@ class SeqModule(L.LightningModule):
     def _steps(self) -> LightningSteps:
         opts = self.optimizers()
         opts = opts if isinstance(opts, list) else [opts]
-        return LightningSteps(self, self._groups, opts, self.lr_schedulers() if self.lr_schedule else None)
+        return LightningSteps(self, self._groups, opts, self.lr_schedulers() if self.lr_schedule else None,
+                              direct=self._direct)
+
+    def on_train_start(self) -> None:
+        self._direct = wrappers_add_nothing(self)
 
     def on_train_epoch_start(self) -> None:
         self.carry = None  # a new epoch starts every stream from the zero state
