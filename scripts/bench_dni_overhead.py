@@ -116,11 +116,12 @@ def time_run(args, ids, unroll, dni, n: int) -> float:
     raise RuntimeError("the data ran out")
 
 
-def sg_work(args, n: int = 300) -> float:
+def sg_work(args, n: int = 300, reuse: bool = False) -> float:
     """Seconds per unroll of M's own work in DNI-8, timed alone on random states: M at s_{t+T}
-    (no graph), M at s_t with its regression loss and backward, M's clip and Adam step. With
-    a BPTT-8 unroll's time it bounds DNI-8/BPTT-8 from below (the core's extra work, its
-    backward into s_t and the injection, comes on top)."""
+    (no graph; not with `reuse`, where that evaluation is the one M learns from), M at s_t with
+    its regression loss and backward, M's clip and Adam step. With a BPTT-8 unroll's time it
+    bounds DNI-8/BPTT-8 from below (the core's extra work, its backward into s_t and the
+    injection, comes on top)."""
     clock = time.process_time if args.clock == "cpu" else time.perf_counter
     trainee = Trainee(args, 8, DNIOptions())
     sg, d = trainee.engine.boundary.sg, trainee.engine.net.state_size
@@ -130,8 +131,9 @@ def sg_work(args, n: int = 300) -> float:
     for i in range(n + 20):
         sync(args.device)
         t0 = clock()
-        with torch.no_grad():
-            sg(s_end)
+        if not reuse:
+            with torch.no_grad():
+                sg(s_end)
         regression_loss(sg(s_t), target).backward()
         torch.nn.utils.clip_grad_norm_(trainee.sg_params, trainee.dni.clip)
         trainee.opts[1].step()
@@ -191,7 +193,8 @@ def main() -> None:
     if args.window % 40 or args.skip >= args.batches:
         p.error("--window must be a multiple of 40 and --skip smaller than --batches")
     args.vocab = 50
-    variants = {"BPTT-8": (8, None), "DNI-8": (8, DNIOptions()), "BPTT-40": (40, None)}
+    variants = {"BPTT-8": (8, None), "DNI-8": (8, DNIOptions()), "DNI-8 reuse": (8, DNIOptions(reuse=True)),
+                "BPTT-40": (40, None)}
     if args.aux:
         variants["DNI-8+Aux"] = (8, DNIOptions(aux_weight=0.1))
     g = torch.Generator().manual_seed(args.seed)
@@ -204,7 +207,7 @@ def main() -> None:
     for r in range(args.repeats):
         for name in list(variants) if r % 2 == 0 else list(variants)[::-1]:
             wall[name].append(time_run(args, ids, *variants[name], args.batches))
-    work = sg_work(args)
+    work, work_reuse = sg_work(args), sg_work(args, reuse=True)
     chars = (args.batches - args.skip) * args.batch * args.window
     us = {name: statistics.median(v) / chars * 1e6 for name, v in wall.items()}
     us_sg_work = work / (args.batch * 8) * 1e6  # per character of an 8-step unroll
@@ -213,6 +216,8 @@ def main() -> None:
               "memory DNI-8/BPTT-8": mem["DNI-8"][key] / mem["BPTT-8"][key],
               "memory DNI-8/BPTT-40": mem["DNI-8"][key] / mem["BPTT-40"][key]}
     ratios["time floor (BPTT-8 + M's own work)/BPTT-8"] = 1 + us_sg_work / us["BPTT-8"]
+    ratios["time DNI-8 reuse/BPTT-8"] = us["DNI-8 reuse"] / us["BPTT-8"]
+    ratios["time floor with reuse/BPTT-8"] = 1 + work_reuse / (args.batch * 8) * 1e6 / us["BPTT-8"]
     if key == "saved_bytes":  # the CPU measure leaves M's parameters and Adam state out: show them too
         total = {name: m["saved_bytes"] + m["state_bytes"] for name, m in mem.items()}
         ratios["memory incl. params + optimiser DNI-8/BPTT-8"] = total["DNI-8"] / total["BPTT-8"]

@@ -18,17 +18,23 @@ class SGOptions:
             0.1 keeps an untrained M from dominating the true gradient.
         lr: Learning rate of M's own Adam optimiser.
         clip: Gradient-norm clip of M (separate from the core's clip); 0 disables.
+        rank: > 0: M is a linear map of this rank (d -> rank -> d), 2·d·rank weights instead of
+            d², so cheaper to evaluate and train; 0: full rank. Not with `hidden`.
     """
 
     hidden: int = 0
     scale: float = 0.1
     lr: float = 1e-3
     clip: float = 1.0
+    rank: int = 0
 
     def __post_init__(self) -> None:
-        for key in ("hidden", "lr", "clip"):
+        for key in ("hidden", "lr", "clip", "rank"):
             if getattr(self, key) < 0:
                 raise UserError(f"model.dni.{key} must be >= 0, got {getattr(self, key)}")
+        if self.hidden > 0 and self.rank > 0:
+            raise UserError("model.dni.hidden (an MLP) and model.dni.rank (a low-rank linear map) exclude each "
+                            "other; set one of them to 0")
         if self.scale <= 0:
             raise UserError(f"model.dni.scale must be > 0, got {self.scale}")
 
@@ -49,6 +55,7 @@ class BoundaryOptions(SGOptions):
             0.1 keeps an untrained M from dominating the true in-unroll gradient.
         lr: Learning rate of M's own Adam optimiser.
         clip: Gradient-norm clip of M (separate from the core's clip); 0 disables.
+        rank: > 0: M is a linear map of this rank (cheaper than d × d); 0: full rank.
         discount: γ in [0, 1], the factor on the future term of the bootstrapped target. Unset:
             γ = α (or 1 with `scale_target: false`). γ = α costs nothing extra (the target is
             ∂J_k/∂s_t of the one backward pass); any other γ costs one more vector-Jacobian

@@ -11,16 +11,21 @@ from seqdni.errors import UserError
 class SyntheticGradient(nn.Module):
     """M: flattened state (and optionally a conditioning vector) -> estimated ∂future/∂state.
 
-    Linear, or a one-hidden-layer MLP. The final layer starts at zero, so M first
+    Linear, a linear map of rank `rank` (d -> rank -> d, no bias in between: 2·d·rank weights
+    instead of d²), or a one-hidden-layer MLP. The final layer starts at zero, so M first
     predicts 0 and DNI starts out as truncated BPTT.
     """
 
-    def __init__(self, state_dim: int, hidden: int = 0, cond_dim: int = 0):
+    def __init__(self, state_dim: int, hidden: int = 0, cond_dim: int = 0, rank: int = 0):
         super().__init__()
         self.cond_dim = cond_dim
         d_in = state_dim + cond_dim
+        if hidden > 0 and rank > 0:
+            raise UserError("a synthetic-gradient model is an MLP (hidden) or a low-rank linear map (rank), not both")
         if hidden > 0:
             self.net = nn.Sequential(nn.Linear(d_in, hidden), nn.ReLU(), nn.Linear(hidden, state_dim))
+        elif rank > 0:
+            self.net = nn.Sequential(nn.Linear(d_in, rank, bias=False), nn.Linear(rank, state_dim))
         else:
             self.net = nn.Sequential(nn.Linear(d_in, state_dim))
         nn.init.zeros_(self.net[-1].weight)

@@ -112,10 +112,11 @@ class Carry:
     state: tuple[Tensor, ...]
     kept: Kept | None = None
     boundary: bool = False
+    prediction: Tensor | None = None  # M(s_t) with its graph (`DNIOptions.reuse`); never checkpointed
 
     def to(self, device: torch.device) -> Carry:
         kept = None if self.kept is None else self.kept.to(device)
-        return type(self)(tuple(t.to(device) for t in self.state), kept, self.boundary)
+        return type(self)(tuple(t.to(device) for t in self.state), kept, self.boundary)  # M is evaluated afresh
 
     def state_dict(self, gather: Gather) -> dict:
         """Checkpoint layout (format 2): each tensor as the list of every rank's copy."""

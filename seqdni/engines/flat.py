@@ -48,6 +48,7 @@ class DNIOptions(BoundaryOptions):
             0.1 keeps an untrained M from dominating the true in-unroll gradient.
         lr: Learning rate of M's own Adam optimiser.
         clip: Gradient-norm clip of M (separate from the core's clip); 0 disables.
+        rank: > 0: M is a linear map of this rank (cheaper than d × d); 0: full rank.
         discount: γ, the factor on the future term of the bootstrapped target (unset: γ = α);
             M learns the future gradient with unroll k ahead weighted γ^k. γ ≠ α costs one more
             vector-Jacobian product with respect to the states.
@@ -61,16 +62,29 @@ class DNIOptions(BoundaryOptions):
             the current parameters; both run step by step, since the fused nn.LSTM returns
             the full state (h, c) at the unroll's end only. The auxiliary loss is part of the
             core's objective, so the core's clip sees it.
+        reuse: Evaluate M once per boundary: M(s_{t+T}), computed with its graph for the
+            injection, is kept and trained one unroll later as the prediction M(s_t), instead of
+            evaluating M on that state again (one of M's three matrix products per unroll saved).
+            The kept prediction was made before M's last update, so its regression gradient is
+            taken at parameters one update old (for a linear M, 2·(W_old s_t - target)·s_tᵀ).
+            Needs a linear M (`hidden` 0), without Aux, `train_core` or DDP; after a resume the
+            first boundary evaluates M afresh.
     """
 
     conditional: bool = False
     train_core: bool = False
     aux_weight: float = 0.0
+    reuse: bool = False
 
     def __post_init__(self) -> None:
         super().__post_init__()
         if self.aux_weight < 0:
             raise UserError(f"model.dni.aux_weight must be >= 0, got {self.aux_weight}")
+        clash = [k for k, on in (("hidden", self.hidden > 0), ("rank", self.rank > 0),
+                                 ("aux_weight", self.aux_weight > 0), ("train_core", self.train_core)) if on]
+        if self.reuse and clash:
+            raise UserError(f"model.dni.reuse keeps M's graph across M's update, which only a full-rank linear M "
+                            f"without Aux or train_core allows; unset model.dni.{clash[0]} or model.dni.reuse")
 
 
 @dataclass
@@ -122,9 +136,9 @@ class FlatEngine(Unrolling, RecurrentEval, nn.Module):
         redo = self._recompute_kept(carry) if self.aux is not None else None
         fwd = self._forward(x, s_t)
         loss = self.net.loss(fwd.out, y)
-        objective, stats, g = loss, {}, None
+        objective, stats, g, live = loss, {}, None, None
         if self.boundary is not None:
-            terms, g = self._dni_terms(x, y, fwd, redo, stats)
+            terms, g, live = self._dni_terms(x, y, fwd, redo, stats)
             for term in terms:
                 objective = objective + term
         backward(objective, retain_graph=want_target and self.dni.second_pass)
@@ -132,7 +146,7 @@ class FlatEngine(Unrolling, RecurrentEval, nn.Module):
         if want_target:
             sg_loss, prediction, target = self._learn(x, y, carry, s_t, fwd, g)
             stats["sg/loss"] = sg_loss.detach()
-        new = Carry(detach_state(fwd.end), fwd.kept, boundary=True)
+        new = Carry(detach_state(fwd.end), fwd.kept, boundary=True, prediction=live)
         return UnrollOut(loss.detach(), sg_loss, new, stats, target, prediction)
 
     def _forward(self, x: Tensor, s_t: tuple[Tensor, ...]) -> Forward:
@@ -151,13 +165,18 @@ class FlatEngine(Unrolling, RecurrentEval, nn.Module):
         return Forward(out, end, None, None)
 
     def _dni_terms(self, x: Tensor, y: Tensor, fwd: Forward, redo: Tensor | None, stats: dict
-                   ) -> tuple[list[Tensor], Tensor]:
-        """The injection of M(s_{t+T}) (and, for DNI + Aux, the auxiliary loss); returns M(s_{t+T})."""
-        batch, n = y.size(0), y.size(0) * y.size(1)  # n: positions the mean loss runs over
+                   ) -> tuple[list[Tensor], Tensor, Tensor | None]:
+        """The injection of M(s_{t+T}) (and, for DNI + Aux, the auxiliary loss); returns M(s_{t+T}),
+        and with `reuse` the same prediction with its graph (M's next regression input)."""
+        batch, n, live = y.size(0), y.size(0) * y.size(1), None  # n: positions the mean loss runs over
         if fwd.states is None:
             flat_end = flatten_state(fwd.end)
             cond = self.condition(self.net.next_input(y)) if self.dni.conditional else None  # BitLSTM has none
-            g = self.boundary.predict(flat_end, cond, batch_dim=0)
+            if self.dni.reuse:
+                live = self.boundary.sg(flat_end.detach(), cond)
+                g = live.detach()
+            else:
+                g = self.boundary.predict(flat_end, cond, batch_dim=0)
         else:  # M(s_τ) at every step of this unroll: the Aux targets of the previous one
             flat_end = fwd.states[-batch:]
             g_steps = self.boundary.predict(fwd.states, self._cond_steps(x, y), batch_dim=0)
@@ -170,7 +189,7 @@ class FlatEngine(Unrolling, RecurrentEval, nn.Module):
             terms.append(self.dni.aux_weight * aux_loss)
             stats["sg/aux_loss"] = aux_loss.detach()
             stats["sg/aux_cosine"] = cosine(aux_pred.detach(), aux_target)
-        return terms, g
+        return terms, g, live
 
     def _learn(self, x: Tensor, y: Tensor, carry: Carry, s_t: tuple[Tensor, ...], fwd: Forward, g: Tensor
                ) -> tuple[Tensor, Tensor, Tensor]:
@@ -179,6 +198,9 @@ class FlatEngine(Unrolling, RecurrentEval, nn.Module):
         target = self.boundary.target([s_t], n)
         if self.dni.second_pass:  # γ ≠ α: add (γ - α) Jᵀ M(s_{t+T})
             target = target + self.boundary.remainder(fwd.end, g, s_t)
+        if carry.prediction is not None:  # `reuse`: M(s_t) as made for the previous unroll's injection
+            loss = regression_loss(carry.prediction, target)
+            return loss, carry.prediction.detach(), target.detach()
         if self.dni.train_core and carry.kept is not None:  # M reads the kept core step's s_t
             flat_in = self._kept_step(carry)
         else:

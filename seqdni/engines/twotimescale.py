@@ -46,6 +46,7 @@ class MessageOptions(SGOptions):
         scale: Factor on M's output before it is injected into A's backward pass.
         lr: Learning rate of M's own Adam optimiser.
         clip: Gradient-norm clip of M; 0 disables.
+        rank: > 0: M is a linear map of this rank (cheaper than d × d); 0: full rank.
         conditional: M also reads the digit frequencies of the segment A has just read.
     """
 
