@@ -7,7 +7,8 @@ batches and alternate the variants over `--repeats`; medians are reported. Memor
 torch.cuda.max_memory_allocated; on CPU the bytes saved for backward during one unroll (the
 activation memory that the truncation length governs), parameters + optimiser state apart.
 M's own work (its two forward passes, its backward and its Adam step) is also timed alone,
-which gives a floor under the DNI-8/BPTT-8 time ratio.
+which gives a floor under the DNI-8/BPTT-8 time ratio (and, with one forward pass, under DNI-8
+with `reuse`). `DNI-8 rank 64` is DNI-8 with a rank-64 linear M (`DNIOptions.rank`).
 
     python scripts/bench_dni_overhead.py [--aux] [--device cuda] [--out results.json]
 """
@@ -194,7 +195,7 @@ def main() -> None:
         p.error("--window must be a multiple of 40 and --skip smaller than --batches")
     args.vocab = 50
     variants = {"BPTT-8": (8, None), "DNI-8": (8, DNIOptions()), "DNI-8 reuse": (8, DNIOptions(reuse=True)),
-                "BPTT-40": (40, None)}
+                "DNI-8 rank 64": (8, DNIOptions(rank=64)), "BPTT-40": (40, None)}
     if args.aux:
         variants["DNI-8+Aux"] = (8, DNIOptions(aux_weight=0.1))
     g = torch.Generator().manual_seed(args.seed)
@@ -218,6 +219,7 @@ def main() -> None:
     ratios["time floor (BPTT-8 + M's own work)/BPTT-8"] = 1 + us_sg_work / us["BPTT-8"]
     ratios["time DNI-8 reuse/BPTT-8"] = us["DNI-8 reuse"] / us["BPTT-8"]
     ratios["time floor with reuse/BPTT-8"] = 1 + work_reuse / (args.batch * 8) * 1e6 / us["BPTT-8"]
+    ratios["time DNI-8 rank 64/BPTT-8"] = us["DNI-8 rank 64"] / us["BPTT-8"]
     if key == "saved_bytes":  # the CPU measure leaves M's parameters and Adam state out: show them too
         total = {name: m["saved_bytes"] + m["state_bytes"] for name, m in mem.items()}
         ratios["memory incl. params + optimiser DNI-8/BPTT-8"] = total["DNI-8"] / total["BPTT-8"]
