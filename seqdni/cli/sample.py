@@ -111,7 +111,7 @@ def main(args: list[str] | None = None) -> None:
     from jsonargparse import auto_cli
 
     given = sys.argv[1:] if args is None else list(args)
-    print(reported(lambda: auto_cli(sample, args=[a for a in given if a != "--debug"], as_positional=False),
+    print(reported(lambda: auto_cli(sample, args=[a for a in given if a != "--debug"], as_positional=False, prog=PROG),
                    PROG, given))
 
 

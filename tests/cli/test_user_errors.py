@@ -102,3 +102,9 @@ def test_from_a_fresh_process_exit_1_without_traceback_and_debug_shows_it(text_f
     assert "python -m seqdni.train: error: data.batch_size must be positive, got 0" in res.stderr
     debug = run_cli("seqdni.train", [*args, "--debug"], cwd=tmp_path)
     assert debug.returncode == 1 and "Traceback" in debug.stderr and "data.batch_size must be positive" in debug.stderr
+
+
+def test_sample_help_names_the_command_users_type(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        sample_cli.main(["--help"])
+    assert exit_.value.code == 0 and capsys.readouterr().out.startswith("usage: python -m seqdni.sample")
