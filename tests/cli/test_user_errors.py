@@ -32,8 +32,9 @@ def one_paragraph(capsys, main, args: list[str], *needles: str) -> str:
     ("--data.batch_size=-1", ["data.batch_size must be positive, got -1"]),
     ("--model.unroll=5", ["data.window (16) must be a multiple of model.unroll (5)"]),
     ("--model.dni={\"discount\": 2.0}", ["model.dni.discount is γ in [0, 1], got 2.0"]),
+    ("--data.window=4096", ["data.window (4096) is longer than each training stream", "lower data.window"]),
 ])
-def test_a_constructor_check_is_one_paragraph_not_a_traceback(capsys, text_files, tmp_path, override, needles):
+def test_a_bad_setting_is_one_paragraph_not_a_traceback(capsys, text_files, tmp_path, override, needles):
     one_paragraph(capsys, train_cli.main, ["--config", SMOKE, *data_args(text_files, tmp_path), override], *needles)
 
 
