@@ -14,9 +14,11 @@ Memory under DNI: with `train_core` the previous unroll's last core step is reco
 from its stored input (s_{t-1}, x_t) with the current parameters, so T + 1 core steps are
 held; otherwise M(s_t) is evaluated on the detached boundary state and only T steps are
 held. DNI + Aux trains every step τ of the previous unroll towards M(s_{τ+T}), whose
-states are this unroll's: it recomputes that whole unroll from its stored start state and
-inputs (2T steps held), and runs both unrolls step by step, because the fused nn.LSTM
-returns the full state (h, c) at the unroll's end only.
+states are this unroll's: it recomputes that whole unroll step by step from its stored start
+state and inputs (2T steps held; its states train the core through the auxiliary loss, and the
+fused nn.LSTM returns the full state (h, c) at the unroll's end only). The current unroll runs
+fused; its every-step states are needed only as values (M's inputs for the targets) and come
+from `step_states` without a graph.
 """
 
 from __future__ import annotations
@@ -58,10 +60,10 @@ class DNIOptions(BoundaryOptions):
             s_t, not only M. Its gradient is added after the core's clip.
         aux_weight: DNI + Aux when > 0: every step also predicts the synthetic gradient
             emitted T steps later, Â(s_τ) ≈ M(s_{τ+T}), with this loss weight. The targets of
-            an unroll's steps are known one unroll later, when that unroll is recomputed with
-            the current parameters; both run step by step, since the fused nn.LSTM returns
-            the full state (h, c) at the unroll's end only. The auxiliary loss is part of the
-            core's objective, so the core's clip sees it.
+            an unroll's steps are known one unroll later, when that unroll is recomputed step by
+            step with the current parameters (the fused nn.LSTM returns the full state (h, c)
+            at the unroll's end only). The auxiliary loss is part of the core's objective, so
+            the core's clip sees it.
         reuse: Evaluate M once per boundary: M(s_{t+T}), computed with its graph for the
             injection, is kept and trained one unroll later as the prediction M(s_t), instead of
             evaluating M on that state again (one of M's three matrix products per unroll saved).
@@ -91,7 +93,7 @@ class DNIOptions(BoundaryOptions):
 class Forward:
     out: Tensor  # the core's outputs (B, T, H)
     end: tuple[Tensor, ...]  # s_{t+T}, with its graph
-    states: Tensor | None  # DNI + Aux: every step's flattened state, (T·B, d) time-major
+    states: Tensor | None  # DNI + Aux: every step's flattened state, (T·B, d) time-major, no graph
     kept: Kept | None  # what recomputes the kept steps one unroll later
 
 
@@ -152,8 +154,8 @@ class FlatEngine(Unrolling, RecurrentEval, nn.Module):
     def _forward(self, x: Tensor, s_t: tuple[Tensor, ...]) -> Forward:
         """The core over the unroll, keeping what the next unroll recomputes."""
         if self.aux is not None:  # Aux keeps the whole unroll: each step gets a target next unroll
-            out, end, per_step = self.net.core_steps(x, s_t)
-            return Forward(out, end, flatten_state(per_step), Kept(detach_state(s_t), x))
+            out, end = self.net.core(x, s_t)  # fused; every step's state only as values, for M's targets
+            return Forward(out, end, flatten_state(self.net.step_states(x, s_t, out)), Kept(detach_state(s_t), x))
         if self.dni is not None and self.dni.train_core:  # split off the last step and keep its input
             s_prev, outs = s_t, []
             if x.size(1) > 1:
@@ -178,7 +180,7 @@ class FlatEngine(Unrolling, RecurrentEval, nn.Module):
             else:
                 g = self.boundary.predict(flat_end, cond, batch_dim=0)
         else:  # M(s_τ) at every step of this unroll: the Aux targets of the previous one
-            flat_end = fwd.states[-batch:]
+            flat_end = flatten_state(fwd.end)
             g_steps = self.boundary.predict(fwd.states, self._cond_steps(x, y), batch_dim=0)
             g = g_steps[-batch:]
         terms = [self.boundary.inject(flat_end, g, n, batch_dim=0)]

@@ -15,13 +15,14 @@ from seqdni.dni import boundary_injection, detach_state, flatten_state, regressi
 from seqdni.engines import DNIOptions
 
 
+@pytest.mark.parametrize("layers", [1, 2])  # one layer: the current unroll's states come from the fused core
 @pytest.mark.parametrize("conditional", [False, True])
-def test_check7_aux_loss_trains_every_step_towards_m_one_unroll_later(conditional):
+def test_check7_aux_loss_trains_every_step_towards_m_one_unroll_later(conditional, layers):
     """DNI + Aux: in unroll 3 the auxiliary loss is Σ_τ ||Â(s_τ) - M(s_{τ+T})||² over every step τ
     of unroll 2 (mean over steps and sequences), and its gradient reaches the core through all
     of unroll 2's steps, which start from the state unroll 1 left: both checked against an
     independent autograd computation."""
-    net = char_lstm()
+    net = char_lstm(layers=layers)
     x, y = random_ids(3 * T)
     w = 0.7
     e = flat_engine(net, DNIOptions(aux_weight=w, conditional=conditional))
