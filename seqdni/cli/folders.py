@@ -14,8 +14,14 @@ import os
 from pathlib import Path
 from typing import Any
 
-from seqdni.cli.resume import run_folder
 from seqdni.errors import UserError
+
+
+def run_folder(ckpt_path: str) -> Path | None:
+    """The run folder `<save_dir>/<name>/version_N` a checkpoint was written in, if it lies in one."""
+    p = Path(ckpt_path).resolve()
+    run = p.parent.parent
+    return run if p.parent.name == "checkpoints" and (run / "config.yaml").is_file() else None
 
 
 def _loggers(trainer_cfg: Any) -> list[Any]:

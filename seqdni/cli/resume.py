@@ -1,4 +1,4 @@
-"""Resuming a run: the settings it may not change, the folder it continues in, the budget it has left.
+"""Resuming a run: the settings it may not change and the budget it has left.
 
 A checkpoint written by `python -m seqdni.train` holds the run's whole configuration
 (`checkpoint["seqdni"]["config"]`). `--ckpt_path` resumes that experiment, so every setting
@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import datetime
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 from seqdni.errors import UserError
@@ -31,14 +30,16 @@ MAY_CHANGE = (
 
 def differences(saved: Any, given: Any, key: str = "") -> Iterator[tuple[str, Any, Any]]:
     """(dotted key, saved value, given value) wherever both sides hold a key and disagree. Where
-    the classes differ (`class_path`), only the class is reported."""
+    the classes differ (`class_path`), only the class is reported; keys in `MAY_CHANGE` never are."""
+    if key.startswith(MAY_CHANGE):
+        return
     if isinstance(saved, dict) and isinstance(given, dict):
         if "class_path" in saved and "class_path" in given and saved["class_path"] != given["class_path"]:
             yield f"{key}.class_path".lstrip("."), saved["class_path"], given["class_path"]
             return
         for k in saved.keys() & given.keys():
             yield from differences(saved[k], given[k], f"{key}.{k}" if key else k)
-    elif saved != given and not (key and key.startswith(MAY_CHANGE)):
+    elif saved != given:
         yield key, saved, given
 
 
@@ -56,7 +57,7 @@ def saved_settings(checkpoint: dict) -> dict:
 
 def check_settings(checkpoint: dict, given: dict, path: str) -> None:
     """Stop when the settings given would change the experiment the checkpoint belongs to."""
-    conflicts = [k for k in differences(saved_settings(checkpoint), given) if not k[0].startswith(MAY_CHANGE)]
+    conflicts = list(differences(saved_settings(checkpoint), given))
     if not conflicts:
         return
     listed = "; ".join(f"{k} is {_show(s)} in the checkpoint but {_show(g)} as given" for k, s, g in sorted(conflicts))
@@ -69,13 +70,6 @@ def check_settings(checkpoint: dict, given: dict, path: str) -> None:
 
 def _show(value: Any) -> str:
     return "unset" if value is None else repr(value)
-
-
-def run_folder(ckpt_path: str) -> Path | None:
-    """The run folder `<save_dir>/<name>/version_N` a checkpoint was written in, if it lies in one."""
-    p = Path(ckpt_path).resolve()
-    run = p.parent.parent
-    return run if p.parent.name == "checkpoints" and (run / "config.yaml").is_file() else None
 
 
 def _clock(seconds: float) -> str:

@@ -12,7 +12,6 @@ from lightning.pytorch.utilities import rank_zero_info
 
 from seqdni.data.vocab import render
 from seqdni.errors import UserError
-from seqdni.training import checkpointing
 
 
 class LatestCheckpoint(Checkpoint):
@@ -20,9 +19,10 @@ class LatestCheckpoint(Checkpoint):
     validation, and at the last batch when training is about to stop (max_steps, max_time
     or a stop request; checkpoint callbacks run after the others, so they see the stop).
     Saving at a batch end, not in `on_train_end`, keeps the cut mid-epoch for Lightning too,
-    so a resume continues the epoch with the carried state. Written to `latest.ckpt.tmp` beside it and
-    renamed (`checkpointing.StagedCheckpointIO`), so a crash mid-write never leaves a broken
-    `latest.ckpt`, and nothing in the system temp folder.
+    so a resume continues the epoch with the carried state. Under a seqdni module it is written to
+    `latest.ckpt.tmp` beside it and renamed (`checkpointing.StagedCheckpointIO`, which `SeqModule`
+    installs), so a crash mid-write never leaves a broken `latest.ckpt`, nor anything in the
+    system temp folder.
 
     Lightning's `save_last=True` only refreshes last.ckpt when its own schedule saves, which
     can leave it behind the real state; this callback is the resume point instead.
@@ -44,9 +44,6 @@ class LatestCheckpoint(Checkpoint):
         d = Path(self.dirpath) if self.dirpath else Path(trainer.log_dir or trainer.default_root_dir) / "checkpoints"
         return d / self.filename
 
-    def setup(self, trainer, pl_module, stage: str) -> None:
-        checkpointing.stage_checkpoints(trainer.strategy)
-
     def on_fit_start(self, trainer, pl_module) -> None:
         """A run killed while writing leaves staging files (`*.ckpt.tmp`) behind; they are never checkpoints."""
         if trainer.is_global_zero:
@@ -55,7 +52,7 @@ class LatestCheckpoint(Checkpoint):
 
     def save(self, trainer: L.Trainer) -> None:
         path = self._path(trainer)
-        try:  # staged beside the file and renamed (`checkpointing.StagedCheckpointIO`)
+        try:
             trainer.save_checkpoint(path, weights_only=False)  # everything needed to resume
         except (OSError, RuntimeError) as err:  # a full disk or a folder gone read-only: keep the last one
             kept = f"the last complete one is {path}" if path.is_file() else "no checkpoint was written before"
