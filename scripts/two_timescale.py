@@ -31,7 +31,7 @@ sys.path.insert(0, str(ROOT))
 
 from seqdni.cli.train import SeqDNICLI, expand_configs  # noqa: E402
 
-DEFAULT_CONFIGS = ["bptt", "cut", "dni", "dni-cond"]
+DEFAULT_CONFIGS = ["bptt", "cut", "dni", "dni-state", "dni-cond"]
 
 
 class Record(L.Callback):
@@ -65,6 +65,7 @@ def train(config: Path, args: argparse.Namespace) -> dict:
     val["digits"] = [s * period * period for s in val["step"]]
     return {"config": str(config.relative_to(ROOT)) if config.is_relative_to(ROOT) else str(config),
             "regime": cli.model.regime, "conditional": bool(cli.model.dni and cli.model.dni.conditional),
+            "sender_state": bool(cli.model.dni and cli.model.dni.sender_state),
             "seconds": round(seconds, 1), "val": val, "test": test}
 
 
@@ -77,7 +78,9 @@ def plot(runs: list[dict], path: Path) -> None:
     fig, axes = plt.subplots(1, 2, figsize=(10, 4), sharex=True)
     for config in dict.fromkeys(r["config"] for r in runs):  # the mean over seeds of each config
         rs = [r for r in runs if r["config"] == config]
-        label = rs[0]["regime"] + (" (conditional M)" if rs[0]["conditional"] else "") + f" ({len(rs)} seeds)"
+        reads = " + A's state" if rs[0].get("sender_state") else ""
+        reads += " + digit frequencies" if rs[0]["conditional"] else ""
+        label = rs[0]["regime"] + (f" (M reads the message{reads})" if reads else "") + f" ({len(rs)} seeds)"
         n = min(len(r["val"]["digits"]) for r in rs)
         for ax, key in zip(axes, ("a_error", "b_error")):
             mean = [statistics.mean(r["val"][key][i] for r in rs) for i in range(n)]

@@ -47,10 +47,15 @@ class MessageOptions(SGOptions):
         lr: Learning rate of M's own Adam optimiser.
         clip: Gradient-norm clip of M; 0 disables.
         rank: > 0: M is a linear map of this rank (cheaper than d × d); 0: full rank.
-        conditional: M also reads the digit frequencies of the segment A has just read.
+        conditional: M also reads the digit frequencies of the segment A has just read (a hint:
+            information that B's loss depends on, handed to M from outside A's network).
+        sender_state: M also reads A's state (h, c) at the segment end, from which the message is
+            computed. No information from outside A: M stays unconditional, but can see what the
+            message does not yet carry.
     """
 
     conditional: bool = False
+    sender_state: bool = False
 
 
 class TwoTimescaleEngine(RecurrentEval, nn.Module):
@@ -69,7 +74,8 @@ class TwoTimescaleEngine(RecurrentEval, nn.Module):
         self.net, self.regime, self.dni, self.lr, self.clip = net, regime, dni, lr, clip
         self.span = net.period * net.period
         self.conditional = regime == "dni" and dni.conditional
-        cond = len(DIGITS) if self.conditional else 0
+        self.sender_state = regime == "dni" and dni.sender_state
+        cond = (len(DIGITS) if self.conditional else 0) + (2 * net.a.hidden_size if self.sender_state else 0)
         self.interface = Interface(net.a_message.out_features, dni, "message", cond) if regime == "dni" else None
 
     def param_groups(self) -> list[ParamGroup]:
@@ -92,13 +98,13 @@ class TwoTimescaleEngine(RecurrentEval, nn.Module):
             stepper.step("a")
             logs = [{"train/a_loss": a_loss / T, "train/b_loss": b_loss / T}]
         else:
-            logs, messages, s_a = self._a_segments(x, y, s_a, stepper)
+            logs, (messages, conds), s_a = self._a_segments(x, y, s_a, stepper)
             b_loss, s_b = self.b_update(messages, y, s_b, stepper.backward)
             logs.append({"train/b_loss": b_loss / T})
         stepper.clip("b")
         stepper.step("b")
         if self.regime == "dni":
-            sg_loss, stats = self.learn(messages, x)
+            sg_loss, stats = self.learn(messages, conds)
             stepper.backward(sg_loss)
             stepper.clip("sg")
             stepper.step("sg")
@@ -107,15 +113,16 @@ class TwoTimescaleEngine(RecurrentEval, nn.Module):
 
     def _a_segments(self, x: Tensor, y: Tensor, s_a: LSTMState, stepper: Stepper):
         """Decoupled: A updates once per segment of T steps; its messages wait for B."""
-        T, logs, messages = self.net.period, [], []
+        T, logs, messages, conds = self.net.period, [], [], []
         for j in range(T):
             seg = slice(j * T, (j + 1) * T)
-            a_loss, s_a, message, stats = self.a_update(x[:, seg], y[:, seg], s_a, stepper.backward)
+            a_loss, s_a, message, cond, stats = self.a_update(x[:, seg], y[:, seg], s_a, stepper.backward)
             stepper.clip("a")
             stepper.step("a")
             messages.append(message)
+            conds.append(cond)
             logs.append({"train/a_loss": a_loss, **stats})
-        return logs, messages, s_a
+        return logs, (messages, conds), s_a
 
     def summarise(self, outs: list[list[dict]]) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
         means = mean_stats([d for logs in outs for d in logs])
@@ -123,27 +130,29 @@ class TwoTimescaleEngine(RecurrentEval, nn.Module):
         return losses, means
 
     def a_update(self, x: Tensor, y: Tensor, s_a: LSTMState, backward=Tensor.backward
-                 ) -> tuple[Tensor, LSTMState, Tensor, dict[str, Tensor]]:
+                 ) -> tuple[Tensor, LSTMState, Tensor, Tensor | None, dict[str, Tensor]]:
         """A's decoupled update over one segment: forward, backward of its loss (plus, under DNI,
         the message's synthetic gradient). Returns the loss, A's new state, the message as B's
-        leaf (collecting B's gradient under DNI) and diagnostics."""
+        leaf (collecting B's gradient under DNI), what M read beside it, and diagnostics."""
         h, s_a = self.net.a_segment(x, detach_state(s_a))
         loss = self.net.a_loss(h, y[:, -1, 0])
         message = self.net.a_message(h)
-        objective, stats = loss, {}
+        objective, stats, cond = loss, {}, self.condition(x, s_a)
         if self.interface is not None:
-            g = self.interface.predict(message, self.condition(x), batch_dim=0)
+            g = self.interface.predict(message, cond, batch_dim=0)
             stats = self.interface.injected_norm(g)
             objective = objective + self.interface.inject(message, g, n_send=x.size(0), batch_dim=0)
         backward(objective)
         leaf = message.detach().requires_grad_(self.interface is not None)
-        return loss.detach(), detach_state(s_a), leaf, stats
+        return loss.detach(), detach_state(s_a), leaf, cond, stats
 
-    def condition(self, x: Tensor) -> Tensor | None:
-        """Conditional DNI: M also reads what A read since its last message, as digit frequencies."""
-        if not self.conditional:
-            return None
-        return F.one_hot(x, len(DIGITS)).float().mean(dim=1)
+    def condition(self, x: Tensor, s_a: LSTMState) -> Tensor | None:
+        """What M reads beside the message: the digit frequencies of the segment A has just read
+        (`conditional`) and A's state after it (`sender_state`), as one row per stream."""
+        parts = [F.one_hot(x, len(DIGITS)).float().mean(dim=1)] if self.conditional else []
+        if self.sender_state:
+            parts += [s.detach()[-1] for s in s_a]
+        return torch.cat(parts, dim=1) if parts else None
 
     def b_update(self, messages: list[Tensor], y: Tensor, s_b: LSTMState, backward=Tensor.backward
                  ) -> tuple[Tensor, LSTMState]:
@@ -153,12 +162,11 @@ class TwoTimescaleEngine(RecurrentEval, nn.Module):
         backward(loss)
         return loss.detach(), detach_state(s_b)
 
-    def learn(self, messages: list[Tensor], x: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
-        """After B's backward: M's regression loss on the messages' true gradients (x: the T² steps)."""
-        T = self.net.period
-        conds = [self.condition(x[:, j * T : (j + 1) * T]) for j in range(T)]
+    def learn(self, messages: list[Tensor], conds: list[Tensor | None]) -> tuple[Tensor, dict[str, Tensor]]:
+        """After B's backward: M's regression loss on the messages' true gradients (conds: what M
+        read beside each message when it was sent)."""
         loss, stats, _ = self.interface.learn_leaves(messages, n_recv=messages[0].size(0), batch_dim=0,
-                                              conds=None if conds[0] is None else conds)
+                                                     conds=None if conds[0] is None else conds)
         return loss, stats
 
     def joint_update(self, x: Tensor, y: Tensor, s_a: LSTMState, s_b: LSTMState, backward=Tensor.backward

@@ -27,7 +27,7 @@ CONFIGS = sorted(set(CONFIG_DIR.rglob("*.yaml")) | set(EXPECTED))
 
 FLAT = re.compile(r"(bptt|dni)(\d+)(-aux)?")  # bptt8, dni20, dni8-aux: T, DNI, DNI + Aux
 HIER = re.compile(r"hier-(bptt|cut|dni)(\d+)")  # hier-dni8: the message interface and the lower T
-REGIME = re.compile(r"(bptt|cut|dni)(-cond)?")  # two-timescale/dni-cond: the regime, a conditional M
+REGIME = re.compile(r"(bptt|cut|dni)(-cond|-state)?")  # two-timescale/dni-cond: the regime, what M also reads
 
 
 @pytest.mark.parametrize("config", CONFIGS, ids=lambda p: str(p.relative_to(CONFIG_DIR)))
@@ -54,9 +54,10 @@ def test_every_shipped_config_instantiates_and_is_what_its_name_says(config, tmp
         assert model.engine.message == message and model.hparams.unroll == int(unroll)
     elif config.parent.name == "two-timescale":
         assert isinstance(model, TwoTimescale) and model.period == dm.period == 4
-        regime, conditional = REGIME.fullmatch(name).groups()
+        regime, reads = REGIME.fullmatch(name).groups()
         assert model.regime == regime
-        assert (model.dni is not None and model.dni.conditional) == bool(conditional)
+        assert (model.dni is not None and model.dni.conditional) == (reads == "-cond")
+        assert (model.dni is not None and model.dni.sender_state) == (reads == "-state")
     elif m := FLAT.fullmatch(name):
         kind, unroll, aux = m.groups()
         assert isinstance(model, SeqModel)

@@ -10,6 +10,7 @@ from helpers import Oracle, grads, randomize
 
 from seqdni.data.digits import digit_stream, digit_targets
 from seqdni.engines import MessageOptions, TwoTimescaleEngine
+from seqdni.engines.base import Carry, Steps
 from seqdni.nets import TwoNets
 
 T, B = 3, 4
@@ -30,7 +31,7 @@ def decoupled(e: TwoTimescaleEngine, x, y, state):
     """A's T updates (no optimiser step: A's gradients accumulate over them), then B's."""
     s_a, messages = state[:2], []
     for j in range(T):
-        _, s_a, m, _ = e.a_update(x[:, j * T : (j + 1) * T], y[:, j * T : (j + 1) * T], s_a)
+        _, s_a, m, _, _ = e.a_update(x[:, j * T : (j + 1) * T], y[:, j * T : (j + 1) * T], s_a)
         messages.append(m)
     e.b_update(messages, y, state[2:])
     return messages
@@ -72,3 +73,28 @@ def test_oracle_sg_equals_end_to_end_and_targets_are_true_gradients():
         torch.testing.assert_close(b, a, rtol=1e-10, atol=1e-12)
     _, _, target = dni.interface.learn_leaves(leaves, n_recv=B, batch_dim=0)
     torch.testing.assert_close(target, B * torch.cat(true), rtol=1e-10, atol=1e-12)
+
+
+
+def test_sender_state_m_reads_a_state_when_it_predicts_and_when_it_learns():
+    """`sender_state`: M's row is (message, h_A, c_A) at the segment end, the same row when M's
+    prediction is injected into A and when M learns from B's gradient, in one `update`."""
+    x, y = window()
+    e = engine("dni", MessageOptions(scale=1.0, sender_state=True))
+    randomize(e.interface, seed=5, std=0.3)  # M away from zero, so what it reads shows in its output
+    state = tuple(torch.randn(t.shape, dtype=torch.float64) * 0.5 for t in e.net.init_state(B))
+    seen = []
+    e.interface.sg.register_forward_pre_hook(lambda _, args: seen.append(torch.cat(args, 1).detach()))
+    s_a, expected = state[:2], []
+    for j in range(T):  # what A sends, computed apart
+        h, s_a = e.net.a_segment(x[:, j * T : (j + 1) * T], s_a)
+        expected.append(torch.cat([e.net.a_message(h), s_a[0][-1], s_a[1][-1]], 1).detach())
+
+    groups = e.param_groups()  # lr 0: A does not move between its segments, so the rows stay comparable
+    e.update(x, y, Carry(state), Steps(groups, [torch.optim.SGD(g.params, lr=0.0) for g in groups]))
+    assert len(seen) == T + 1  # T predictions (one per segment), then one regression on all T messages
+    for j in range(T):
+        torch.testing.assert_close(seen[j], expected[j])
+    torch.testing.assert_close(seen[T], torch.cat(expected))
+    m, s = expected[0][:, :4], expected[0][:, 4:]  # the same message with another state: another gradient
+    assert not torch.allclose(e.interface.predict(m, s, batch_dim=0), e.interface.predict(m, s + 1, batch_dim=0))
