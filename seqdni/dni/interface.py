@@ -67,13 +67,18 @@ class Interface(nn.Module):
         grads = [bootstrapped_target(leaf, batch_dim).reshape(-1, self.width) for leaf in leaves]
         return torch.cat(grads) * n_recv
 
-    def remainder(self, end: State, g: Tensor, leaf: State, batch_dim: int = 1, retain_graph: bool = False) -> Tensor:
+    def remainder(self, end: State, g: Tensor, leaf: State, batch_dim: int = 1, retain_graph: bool = False,
+                  discount: Tensor | None = None) -> Tensor:
         """A bootstrapped target's future term beyond the injected one, (γ - α) · Jᵀ g, where J is
         ∂end/∂leaf (`BoundaryOptions.discount`; one extra vector-Jacobian product; `end`'s graph
-        must still be alive)."""
+        must still be alive). `discount`: one γ per row of g instead of the options' γ (0 where
+        an episode ended, so the target keeps no future term there). J is block-diagonal over
+        the rows (independent streams), so a per-row γ scales g's rows before the product."""
+        coef = (self.opts.gamma if discount is None else discount) - self.opts.scale
+        g = g * coef.reshape(-1, 1) if isinstance(coef, Tensor) else g * coef
         rest = torch.autograd.grad(boundary_injection(end, g, 1.0, batch_dim), as_tuple(leaf),
                                    retain_graph=retain_graph)
-        return (self.opts.gamma - self.opts.scale) * flatten_state(tuple(rest), batch_dim)
+        return flatten_state(tuple(rest), batch_dim)
 
     def learn(self, inputs: Tensor, target: Tensor, cond: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """M's regression loss (with its graph) on rows `inputs`, and the prediction, detached."""

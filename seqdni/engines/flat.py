@@ -71,12 +71,25 @@ class DNIOptions(BoundaryOptions):
             taken at parameters one update old (for a linear M, 2·(W_old s_t - target)·s_tᵀ).
             Needs a linear M (`hidden` 0), without Aux, `train_core` or DDP; after a resume the
             first boundary evaluates M afresh.
+        episodic: Where the task marks episode ends (Copy, Repeat Copy), a target does not
+            bootstrap across one: for a stream whose episode ends inside the unroll, the target of
+            M(s_t) keeps the unroll's own losses and drops the future term γ Jᵀ M(s_{t+T}) (a
+            terminal state, as in TD learning). M then learns the gradient of the rest of the
+            current episode, which stays finite at γ = 1 on endless streams. Costs one more
+            vector-Jacobian product with respect to the states. The core still receives the
+            injection at every boundary; losses of the next episode inside the same unroll (at
+            most T - 1 steps) stay in the target.
     """
 
     conditional: bool = False
     train_core: bool = False
     aux_weight: float = 0.0
     reuse: bool = False
+    episodic: bool = False
+
+    @property
+    def second_pass(self) -> bool:
+        return super().second_pass or self.episodic
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -113,6 +126,9 @@ class FlatEngine(Unrolling, RecurrentEval, nn.Module):
         if dni is not None and dni.conditional and not hasattr(net, "next_input"):
             raise UserError(f"model.dni.conditional needs the input after each unroll, which a {type(net).__name__} "
                              "task does not provide; set model.dni.conditional to false")
+        if dni is not None and dni.episodic and not hasattr(net, "episode_ends"):
+            raise UserError(f"model.dni.episodic needs a task with episodes (Copy, Repeat Copy); a {type(net).__name__} "
+                             "task has none, so set model.dni.episodic to false")
         self.net, self.span, self.dni = net, unroll, dni
         self.lr, self.weight_decay, self.clip = lr, weight_decay, clip
         d = net.state_size  # flattened (h, c) per example
@@ -198,8 +214,8 @@ class FlatEngine(Unrolling, RecurrentEval, nn.Module):
         """M(s_t) against its bootstrapped target: the loss, the prediction and the target."""
         n = y.size(0) * y.size(1)
         target = self.boundary.target([s_t], n)
-        if self.dni.second_pass:  # γ ≠ α: add (γ - α) Jᵀ M(s_{t+T})
-            target = target + self.boundary.remainder(fwd.end, g, s_t)
+        if self.dni.second_pass:  # γ ≠ α, or an episode ended: add (γ - α) Jᵀ M(s_{t+T})
+            target = target + self.boundary.remainder(fwd.end, g, s_t, discount=self._discounts(y, g))
         if carry.prediction is not None:  # `reuse`: M(s_t) as made for the previous unroll's injection
             loss = regression_loss(carry.prediction, target)
             return loss, carry.prediction.detach(), target.detach()
@@ -209,6 +225,12 @@ class FlatEngine(Unrolling, RecurrentEval, nn.Module):
             flat_in = flatten_state(s_t).detach()
         loss, prediction = self.boundary.learn(flat_in, target, self.condition(x[:, 0]))  # x[:, 0] followed s_t
         return loss, prediction, target.detach()
+
+    def _discounts(self, y: Tensor, g: Tensor) -> Tensor | None:
+        """`episodic`: γ per stream, 0 for those whose episode ended inside this unroll."""
+        if not self.dni.episodic:
+            return None
+        return self.dni.gamma * (~self.net.episode_ends(y)).to(g.dtype)
 
     # ---- conditioning and kept steps ------------------------------------------------------------
     def condition(self, x_step: Tensor) -> Tensor | None:

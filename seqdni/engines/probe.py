@@ -21,8 +21,11 @@ def probe(engine: FlatEngine, x: Tensor, y: Tensor, warmup: int) -> dict[str, Te
 
     `sg/probe_cosine` compares M with the gradient it is trained towards: unroll j after the
     boundary weighted γ^j (`discount`). With γ < 1, `sg/probe_cosine_undiscounted` compares it
-    with the plain gradient of all K unrolls' losses, so the horizon M actually learned shows."""
+    with the plain gradient of all K unrolls' losses, so the horizon M actually learned shows.
+    With `episodic`, both count only the losses of the episode under way at the boundary."""
     net, unroll, gamma = engine.net, engine.span, engine.dni.gamma
+    if engine.dni.episodic:
+        y = torch.cat([y[:, :warmup], net.current_episode(y[:, warmup:])], dim=1)
     state = net.init_state(x.size(0), x.device)
     _, state = net.core(x[:, :warmup], state)
     leaf = detach_state(state, requires_grad=True)

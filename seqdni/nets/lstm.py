@@ -172,6 +172,18 @@ class BitLSTM(_LSTMNet):
         bits, mask = y[..., : self.output_size], y[..., self.output_size : self.output_size + 1]
         return F.binary_cross_entropy_with_logits(self.logits(out), bits, reduction="none") * mask
 
+    def episode_ends(self, y: Tensor) -> Tensor:
+        """(B,) bool: the streams whose episode ends inside the steps `y` covers."""
+        return y[..., self.output_size + 1].amax(dim=1) > 0
+
+    def current_episode(self, y: Tensor) -> Tensor:
+        """`y` with the loss mask cleared after each stream's first episode end: the losses of the
+        episode under way at the window's start."""
+        k = self.output_size
+        ended_before = (y[..., k + 1].cumsum(dim=1) - y[..., k + 1]) > 0
+        return torch.cat([y[..., :k], y[..., k : k + 1] * (~ended_before).unsqueeze(-1).to(y.dtype),
+                          y[..., k + 1 :]], dim=-1)
+
     def loss(self, out: Tensor, y: Tensor) -> Tensor:
         """Per-bit cross-entropy summed over the bits of scored steps, mean over B·T positions."""
         return self._bce(out, y).sum() / (y.size(0) * y.size(1))

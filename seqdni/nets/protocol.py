@@ -54,3 +54,7 @@ class RecurrentNetwork(Network, Protocol):
 
     def next_input(self, y: Tensor) -> Tensor:
         """The input that follows an unroll (a language model's last target)."""
+
+    # Tasks made of episodes (BitLSTM) also give, for `DNIOptions.episodic` and its probe:
+    # episode_ends(y) -> (B,) bool, the streams whose episode ends inside `y`'s steps, and
+    # current_episode(y) -> y with the losses after each stream's first episode end masked out.
