@@ -43,7 +43,7 @@ class Interface(nn.Module):
         super().__init__()
         self.width, self.opts = width, opts
         self.prefix = f"sg/{name}" if name else "sg"
-        self.sg = SyntheticGradient(width, opts.hidden, cond_dim, opts.rank)
+        self.sg = SyntheticGradient(width, opts.hidden, cond_dim, opts.rank, opts.squash)
 
     def rows(self, value: State, batch_dim: int = 1) -> Tensor:
         """A value as rows of `width` features (a (B, width) matrix passes through unchanged)."""

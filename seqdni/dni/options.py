@@ -20,6 +20,9 @@ class SGOptions:
         clip: Gradient-norm clip of M (separate from the core's clip); 0 disables.
         rank: > 0: M is a linear map of this rank (d -> rank -> d), 2·d·rank weights instead of
             d², so cheaper to evaluate and train; 0: full rank. Not with `hidden`.
+        squash: M reads tanh of the value, element-wise, so its prediction stays bounded however
+            large the value grows. An LSTM's cell state can grow without bound on an endless
+            stream; a linear M on it then grows with it, and the injection feeds the growth.
     """
 
     hidden: int = 0
@@ -27,6 +30,7 @@ class SGOptions:
     lr: float = 1e-3
     clip: float = 1.0
     rank: int = 0
+    squash: bool = False
 
     def __post_init__(self) -> None:
         for key in ("hidden", "lr", "clip", "rank"):
@@ -56,6 +60,8 @@ class BoundaryOptions(SGOptions):
         lr: Learning rate of M's own Adam optimiser.
         clip: Gradient-norm clip of M (separate from the core's clip); 0 disables.
         rank: > 0: M is a linear map of this rank (cheaper than d × d); 0: full rank.
+        squash: M reads tanh of the state, element-wise, so its prediction stays bounded however
+            large the state grows (a cell state that integrates would otherwise drag M with it).
         discount: γ in [0, 1], the factor on the future term of the bootstrapped target. Unset:
             γ = α (or 1 with `scale_target: false`). γ = α costs nothing extra (the target is
             ∂J_k/∂s_t of the one backward pass); any other γ costs one more vector-Jacobian

@@ -13,12 +13,13 @@ class SyntheticGradient(nn.Module):
 
     Linear, a linear map of rank `rank` (d -> rank -> d, no bias in between: 2·d·rank weights
     instead of d²), or a one-hidden-layer MLP. The final layer starts at zero, so M first
-    predicts 0 and DNI starts out as truncated BPTT.
+    predicts 0 and DNI starts out as truncated BPTT. With `squash`, M reads tanh of the state
+    (element-wise; not the conditioning input), so its output is bounded by its weights alone.
     """
 
-    def __init__(self, state_dim: int, hidden: int = 0, cond_dim: int = 0, rank: int = 0):
+    def __init__(self, state_dim: int, hidden: int = 0, cond_dim: int = 0, rank: int = 0, squash: bool = False):
         super().__init__()
-        self.cond_dim = cond_dim
+        self.cond_dim, self.squash = cond_dim, squash
         d_in = state_dim + cond_dim
         if hidden > 0 and rank > 0:
             raise UserError("a synthetic-gradient model is an MLP (hidden) or a low-rank linear map (rank), not both")
@@ -32,6 +33,8 @@ class SyntheticGradient(nn.Module):
         nn.init.zeros_(self.net[-1].bias)
 
     def forward(self, flat_state: Tensor, cond: Tensor | None = None) -> Tensor:
+        if self.squash:  # M(tanh(s)): bounded however far the state runs
+            flat_state = torch.tanh(flat_state)
         if self.cond_dim:
             if cond is None:
                 raise UserError("a conditional synthetic-gradient model needs its conditioning input")

@@ -51,6 +51,8 @@ class DNIOptions(BoundaryOptions):
         lr: Learning rate of M's own Adam optimiser.
         clip: Gradient-norm clip of M (separate from the core's clip); 0 disables.
         rank: > 0: M is a linear map of this rank (cheaper than d × d); 0: full rank.
+        squash: M reads tanh of the state, element-wise, so its prediction stays bounded however
+            large the state grows (a cell state that integrates would otherwise drag M with it).
         discount: γ, the factor on the future term of the bootstrapped target (unset: γ = α);
             M learns the future gradient with unroll k ahead weighted γ^k. γ ≠ α costs one more
             vector-Jacobian product with respect to the states.

@@ -47,6 +47,8 @@ class MessageOptions(SGOptions):
         lr: Learning rate of M's own Adam optimiser.
         clip: Gradient-norm clip of M; 0 disables.
         rank: > 0: M is a linear map of this rank (cheaper than d × d); 0: full rank.
+        squash: M reads tanh of the state, element-wise, so its prediction stays bounded however
+            large the state grows (a cell state that integrates would otherwise drag M with it).
         conditional: M also reads the digit frequencies of the segment A has just read (a hint:
             information that B's loss depends on, handed to M from outside A's network).
         sender_state: M also reads A's state (h, c) at the segment end, from which the message is
