@@ -26,9 +26,7 @@ class Probe:
         x, y = (t.to(module.device) for t in self.batch)
         warm = max(T, x.size(1) - self.unrolls * T)
         result = {k: v.item() for k, v in probe(module.engine, x, y, warm).items()}
-        # Straight to the loggers (a sparse metric, not repeated every log step), on the axis
-        # Lightning logs everything else against: batches, not optimiser steps.
-        trainer = module.trainer
-        step = getattr(trainer.fit_loop.epoch_loop, "_batches_that_stepped", module.global_step)
+        # Straight to the loggers (a sparse metric, not repeated every log step), on the axis every
+        # other scalar uses: the optimiser step (`SeqModule` logs `step`).
         for logger in module.loggers:
             logger.log_metrics(result, step=step)

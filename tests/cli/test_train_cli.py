@@ -33,6 +33,8 @@ def test_smoke_run_of_the_real_cli_then_sample(text_files, tmp_path):
     assert "sample/text_summary" in ea.Tags()["tensors"]
     vals = [e.value for e in ea.Scalars("val/bpc")]
     assert vals[-1] < vals[0]
+    # the probe is on the optimiser-step axis of every other scalar (4 steps a batch, 24 in all)
+    assert [e.step for e in ea.Scalars("sg/probe_cosine")] == [8, 16, 24]
 
     out = run_cli("seqdni.sample", ["--ckpt", str(latest), "--prime", "the cat", "--length", "40", "--seed", "7"],
                   cwd=tmp_path)
