@@ -6,8 +6,10 @@ prediction M(s_t) and the true future gradient over the next K unrolls by BPTT (
 per-sequence units), undiscounted and discounted by the run's γ. It then fits the best
 *linear* map from the state to each (ridge regression on the first 80% of boundaries, the
 ridge chosen on a slice of them) and compares, on the held-out 20%, mean per-example cosine and
-explained fraction 1 - |pred - target|² / |target|² for: the checkpoint's M, the ridge fit (the
-ceiling of a linear M with this state distribution), and the mean gradient (a constant).
+explained fraction 1 - |pred - target|² / |target|² for: the checkpoint's M, ridge fits (the
+ceiling of a linear M with this state distribution) on the state, on tanh of it, on the state
+and the input read last (and their products), and the mean gradient (a constant). `episode` is
+the true gradient of the current episode's losses alone, what an `episodic` M is trained towards.
 
     python scripts/copy_sg_ceiling.py --ckpt runs/copy-table/copy/dni2/seed1/checkpoints/latest.ckpt \
         --unrolls 8 --out ceiling.json
@@ -39,20 +41,29 @@ def collect(lm, x, y, warmup: int, boundaries: int, K: int):
     net, T, gamma = lm.net, lm.engine.span, lm.dni.gamma
     with torch.no_grad():
         _, state = net.core(x[:, :warmup], net.init_state(x.size(0)))
-    rows = {"s": [], "m": [], "true": [], "discounted": []}
+    rows = {"s": [], "x_last": [], "m": [], "true": [], "discounted": [], "episode": []}
     for b in range(boundaries):
         at = warmup + b * T
-        chunks = [(j, x[:, at + j * T : at + (j + 1) * T], y[:, at + j * T : at + (j + 1) * T]) for j in range(K)]
-        for key, weight in (("true", 1.0), ("discounted", gamma)):
+        ahead = y[:, at : at + K * T]
+        for key, weight, ys in (("true", 1.0, ahead), ("discounted", gamma, ahead),
+                                ("episode", 1.0, net.current_episode(ahead))):  # the episode under way only
+            chunks = [(j, x[:, at + j * T : at + (j + 1) * T], ys[:, j * T : (j + 1) * T]) for j in range(K)]
+
             def loss(s, chunk, w=weight):
                 out, s = net.core(chunk[1], s)
                 return w ** chunk[0] * net.loss(out, chunk[2]), s
             rows[key].append(true_future_gradient(loss, state, chunks) * (x.size(0) * T))
         with torch.no_grad():
             rows["s"].append(flatten_state(state))
+            rows["x_last"].append(x[:, at - 1].float())  # the input the core read last, before s_t
             rows["m"].append(lm.engine.boundary.sg(rows["s"][-1]))
             _, state = net.core(x[:, at : at + T], state)
     return {k: torch.cat(v) for k, v in rows.items()}
+
+
+def outer(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Per row, every product a_i · b_j: what a linear map needs to gate the state by the input."""
+    return (a.unsqueeze(2) * b.unsqueeze(1)).flatten(1)
 
 
 def scores(pred: torch.Tensor, target: torch.Tensor) -> dict[str, float]:
@@ -94,9 +105,13 @@ def main(argv: list[str] | None = None) -> dict:
     d = collect(lm, x, y, a.warmup, a.boundaries, a.unrolls)
     train = int(0.8 * len(d["s"]))
     results = {}
-    for key in ("true", "discounted"):
+    features = {"ridge(s)": d["s"], "ridge(tanh s)": torch.tanh(d["s"]),
+                "ridge(s, last input)": torch.cat([d["s"], d["x_last"]], 1),
+                "ridge(s, last input, s x last input)": torch.cat([d["s"], d["x_last"], outer(d["s"], d["x_last"])], 1)}
+    for key in ("true", "discounted", "episode"):
         held = d[key][train:]
-        results[key] = {"M": scores(d["m"][train:], held), "ridge(s)": scores(ridge(d["s"], d[key], train), held),
+        results[key] = {"M": scores(d["m"][train:], held),
+                        **{name: scores(ridge(f, d[key], train), held) for name, f in features.items()},
                         "mean": scores(d[key][:train].mean(0, keepdim=True).expand_as(held), held),
                         "target_norm": held.norm(dim=1).mean().item()}
     summary = {"ckpt": a.ckpt, "task": lm.task.name, "unroll": lm.engine.span, "level": level,
