@@ -26,6 +26,6 @@ from seqdni.dni.options import BoundaryOptions, SGOptions
 from seqdni.dni.state import State, as_tuple, detach_state, flatten_state, unflatten_state
 from seqdni.dni.synthetic import SyntheticGradient
 
-__all__ = ["BoundaryOptions", "Interface", "SGOptions", "State", "SyntheticGradient", "as_tuple", "bootstrap_target", "bootstrapped_target",
-           "boundary_injection", "cosine", "detach_state", "diagnostics", "flatten_state", "regression_loss",
-           "true_future_gradient", "true_layer_gradients", "unflatten_state"]
+__all__ = ["BoundaryOptions", "Interface", "SGOptions", "State", "SyntheticGradient", "as_tuple", "bootstrap_target",
+           "bootstrapped_target", "boundary_injection", "cosine", "detach_state", "diagnostics", "flatten_state",
+           "regression_loss", "true_future_gradient", "true_layer_gradients", "unflatten_state"]

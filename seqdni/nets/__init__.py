@@ -8,8 +8,8 @@ from seqdni.nets.protocol import LanguageNetwork, Network, RecurrentNetwork
 from seqdni.nets.sampling import check_generation, sample_ids, sample_next
 from seqdni.nets.twonets import TwoNets
 
-__all__ = ["LN2", "BitLSTM", "BlockMLP", "CharLSTM", "HierLSTM", "LanguageNetwork", "Network", "RecurrentNetwork", "TwoNets",
-           "build_network", "check_generation", "sample_ids", "sample_next"]
+__all__ = ["LN2", "BitLSTM", "BlockMLP", "CharLSTM", "HierLSTM", "LanguageNetwork", "Network", "RecurrentNetwork",
+           "TwoNets", "build_network", "check_generation", "sample_ids", "sample_next"]
 
 
 def build_network(task: Task, embed_dim: int, hidden_size: int, num_layers: int = 1,

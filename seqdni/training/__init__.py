@@ -7,5 +7,5 @@ from seqdni.training.module import NonFiniteLossError, SeqModule
 from seqdni.training.optim import LightningSteps, adam
 from seqdni.training.systems import HierLM, SeqModel, TwoTimescale
 
-__all__ = ["Curriculum", "HierLM", "LatestCheckpoint", "LayerModel", "NonFiniteLossError", "SampleText", "SeqModel", "SeqModule",
-           "LightningSteps", "TwoTimescale", "adam"]
+__all__ = ["Curriculum", "HierLM", "LatestCheckpoint", "LayerModel", "NonFiniteLossError", "SampleText", "SeqModel",
+           "SeqModule", "LightningSteps", "TwoTimescale", "adam"]
