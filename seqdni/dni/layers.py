@@ -23,13 +23,13 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from seqdni.dni.interface import Interface
+from seqdni.dni.functional import bootstrapped_target
 
 
-def bootstrap_target(sg: Interface, leaf: Tensor, batch: int) -> Tensor:
-    """(∂h_i/∂h_{i-1})ᵀ M_i(h_i), per example, read off block i's input leaf after the backward of J_i
-    (which carried `sg.opts.scale` / B on M_i's prediction)."""
-    return sg.target([leaf], batch / sg.opts.scale, batch_dim=0)
+def bootstrap_target(leaf: Tensor, batch: int, scale: float) -> Tensor:
+    """(∂h_i/∂h_{i-1})ᵀ M_i(h_i), per example, read off block i's input leaf h_{i-1} after the backward
+    of J_i, which carried `scale` / B on M_i's prediction."""
+    return bootstrapped_target(leaf, batch_dim=0) * (batch / scale)
 
 
 def true_layer_gradients(outputs: list[Tensor], leaves: list[Tensor], top: Tensor) -> list[Tensor]:

@@ -117,7 +117,7 @@ class LayerEngine(nn.Module):
             if self.dni.target == "true":
                 targets[i] = true[i]
             elif i < last - 1:  # block i + 1's backward has left (∂h_{i+1}/∂h_i)ᵀ M_{i+1}(h_{i+1}) on its leaf
-                targets[i] = bootstrap_target(self.sgs[i + 1], leaves[i + 1], n)
+                targets[i] = bootstrap_target(leaves[i + 1], n, self.dni.scale)
         return {"train/loss": loss.detach(), **self._learn(outs, targets, true, cond, steps)}
 
     def _learn(self, outs: list[Tensor], targets: list[Tensor], true: list[Tensor] | None, cond: Tensor | None,
