@@ -88,6 +88,7 @@ def worker(rank: int, spec: dict, port: int, out: str, device: str = "cpu") -> N
                                 rank=rank, world_size=spec["procs"])
     try:
         dm = build_data(spec)
+        dm.split("train")  # loaded before the clock starts
         stage = build_stage(spec, dm, rank, dev)
         data = ((x.to(dev), y.to(dev)) for x, y in batches(dm))
         clock = run_dni(stage, data, spec["steps"]) if spec["mode"] == "dni" and spec["procs"] > 1 else \
@@ -106,13 +107,17 @@ def free_port() -> int:
 
 
 def launch(spec: dict, out: str | Path, device: str = "cpu") -> dict:
-    """Run every rank (spawned processes), then test the assembled network; the result as a dict."""
+    """Run every rank (one process each), then test the assembled network; the result as a dict."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     if sys.platform.startswith("linux"):  # gloo over loopback: no dependence on the host name resolving
         os.environ.setdefault("GLOO_SOCKET_IFNAME", "lo")
-    mp.spawn(worker, args=(spec, free_port(), str(out), device), nprocs=spec["procs"], join=True)
+    if spec["procs"] == 1:
+        worker(0, spec, 0, str(out), device)  # one rank: this process
+    else:  # forked on the CPU (no second start-up); CUDA needs fresh processes
+        mp.start_processes(worker, args=(spec, free_port(), str(out), device), nprocs=spec["procs"], join=True,
+                           start_method="fork" if device == "cpu" else "spawn")
     ranks = [torch.load(out / f"rank{r}.pt", weights_only=False) for r in range(spec["procs"])]
     dm = build_data(spec)
     net = BlockMLP(dm.task, blocks=spec["procs"], **spec["net"])
