@@ -7,6 +7,11 @@ backpropagation in one process. The network is cut into `--procs` blocks (`model
 replaced), every rank runs one torch thread, and processes meet through torch.distributed
 (gloo on CPU, NCCL with `--device cuda`). At the end the blocks are put together and tested; a
 JSON line says the test accuracy, the wall-clock (the slowest rank) and CPU (all ranks) seconds.
+
+In the pipeline every cut below the last regresses M on the bootstrapped target (the next block's
+synthetic gradient backpropagated), whatever `model.dni.target` says: the true gradient there would
+make a block wait for every block above it, the locking the pipeline removes. With 2 processes the
+one cut is the last, where both targets are the true gradient.
 """
 
 from __future__ import annotations

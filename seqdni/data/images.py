@@ -85,18 +85,25 @@ class MNIST(ExampleData):
         self._load()
 
     def _load(self):
+        """The dataset from the `datasets` cache, or fetched once. When the hub is evidently out of reach
+        (offline mode, no route) only the cache is read, so an offline machine fails at once."""
         import datasets
 
+        reason = hub_unreachable()
+        offline = datasets.config.HF_HUB_OFFLINE
         try:
+            datasets.config.HF_HUB_OFFLINE = offline or reason is not None
             return datasets.load_dataset(MNIST_DATASET, cache_dir=self.cache_dir)
         except Exception as err:  # offline, hub down, not cached: all end the same way
-            reason = hub_unreachable() or f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"
+            reason = reason or f"fetching it failed ({type(err).__name__}: {(str(err).splitlines() or [''])[0]})"
             raise MissingInput(
-                f"MNIST could not be loaded from the hub copy {MNIST_DATASET} ({reason}) and is not in the "
-                f"`datasets` cache ({self.cache_dir or 'its default'}). Run once with network access to fetch "
-                "it (data.cache_dir sets where it is kept), or train on the bundled 8×8 digits instead "
+                f"MNIST is not in the `datasets` cache ({self.cache_dir or 'its default folder'}) and cannot be "
+                f"fetched from the hub copy {MNIST_DATASET}: {reason}. Run once where the hub is reachable to "
+                "fetch it (data.cache_dir sets where it is kept), or train on the bundled 8×8 digits "
                 "(configs/ff/digits-*.yaml)."
             ) from err
+        finally:
+            datasets.config.HF_HUB_OFFLINE = offline
 
     def splits(self) -> dict[str, Split]:
         dd = self._load().with_format("numpy")
