@@ -38,6 +38,17 @@ class ShuffledBatches(ResumableBatches):
         idx = self.order[i * self.batch_size : (i + 1) * self.batch_size]
         return self.x[idx], self.y[idx]
 
+    def state_dict(self) -> dict:
+        # The epoch's order is redrawn from the seed and the epoch number on resume.
+        return {**super().state_dict(), "epoch": self.epoch}
+
+    def load_state_dict(self, state: dict) -> None:
+        super().load_state_dict(state)
+        self.epoch = int(state.get("epoch", 0))
+        if self._start and self.shuffle:  # mid-epoch: the order of the epoch being resumed
+            self.epoch -= 1
+            self.start_epoch()
+
 
 class ExampleData(L.LightningDataModule):
     """Shuffled training batches, ordered evaluation batches; subclasses implement `task` and `splits`.

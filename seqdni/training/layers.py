@@ -19,6 +19,7 @@ from seqdni.data import Task
 from seqdni.engines import LayerEngine, LayerOptions
 from seqdni.errors import UserError
 from seqdni.nets import BlockMLP
+from seqdni.training import checkpointing
 from seqdni.training.optim import LightningSteps, adam, wrappers_add_nothing
 
 
@@ -54,6 +55,7 @@ class LayerModel(L.LightningModule):
         self.engine = LayerEngine(BlockMLP(task, hidden_size, depth, blocks, activation), dni, lr, weight_decay, clip)
         self._direct, self._sums = False, None
         self.clock = {"wall_s": 0.0, "cpu_s": 0.0}  # training time of this process, for benchmarks
+        self.run_config: dict | None = None  # the command line's settings, kept in checkpoints for resumes
 
     @property
     def net(self) -> BlockMLP:
@@ -62,6 +64,14 @@ class LayerModel(L.LightningModule):
     def configure_optimizers(self):
         self._groups = self.engine.param_groups()
         return [adam(g.params, lr=g.lr, weight_decay=g.weight_decay) for g in self._groups]
+
+    def setup(self, stage: str) -> None:
+        checkpointing.stage_checkpoints(self.trainer.strategy)
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        # The sections `seqdni.train --ckpt_path` reads; no state is carried between batches.
+        checkpoint["seqdni"] = {"format": checkpointing.FORMAT, "carry": None, "config": self.run_config,
+                                "class_path": f"{type(self).__module__}.{type(self).__qualname__}"}
 
     def on_train_start(self) -> None:
         self._direct = wrappers_add_nothing(self)

@@ -36,3 +36,29 @@ def test_bad_settings_name_their_key():
         LayerOptions(target="oracle")
     with pytest.raises(UserError, match="character task"):
         LayerModel(Task("chars", list("ab")))
+
+
+@pytest.mark.slow
+def test_a_run_resumed_mid_epoch_continues_exactly(tmp_path):
+    """The shuffled order, every block's and M's optimiser come from the checkpoint."""
+    import lightning as L
+    from helpers import Losses, trainer
+
+    from seqdni.data import DigitImages
+    from seqdni.training import LatestCheckpoint
+
+    dm = DigitImages(batch_size=128)
+    per_epoch = len(dm.train_dataloader())  # 9
+
+    def model(seed=0):
+        L.seed_everything(seed, verbose=False)
+        return LayerModel(dm.task, hidden_size=16, dni=LayerOptions(conditional=True))
+
+    total, cut = per_epoch + 5, per_epoch + 2  # the cut is mid-way through the second epoch
+    one, first, second = Losses("train/loss"), Losses("train/loss"), Losses("train/loss")
+    trainer(tmp_path / "one", max_steps=total, callbacks=[one], enable_checkpointing=False).fit(model(), dm)
+    latest = LatestCheckpoint(every_n_batches=1000, dirpath=str(tmp_path / "two"))
+    trainer(tmp_path / "two", max_steps=cut, callbacks=[first, latest]).fit(model(), dm)
+    trainer(tmp_path / "two", max_steps=total, callbacks=[second]).fit(model(seed=7), dm, ckpt_path=latest.last_path)
+    assert len(first.losses) == cut and len(second.losses) == total - cut
+    assert first.losses + second.losses == pytest.approx(one.losses, rel=1e-6, abs=1e-7)
