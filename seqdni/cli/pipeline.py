@@ -50,6 +50,11 @@ def spec_from_config(path: str, procs: int, mode: str, steps: int | None, seed: 
     if mode == "dni" and procs > 1 and not model.get("dni"):
         raise UserError(f"{path} sets no model.dni, so --mode dni has no synthetic gradient to train with; use a "
                         "DNI config (configs/ff/*-dni.yaml) or --mode gpipe")
+    depth = model.get("depth", 3)
+    if procs > depth + 1:
+        raise UserError(f"--procs {procs} cuts the network into more blocks than it has layers to share out "
+                        f"(model.depth {depth} hidden layers and the output layer); use at most {depth + 1} "
+                        "processes or a deeper network (--config with a larger model.depth)")
     seed = cfg.get("seed_everything", 0) if seed is None else seed
     steps = cfg.get("trainer", {}).get("max_steps", 1000) if steps is None else steps
     return {"net": {k: model[k] for k in NET_KEYS if k in model}, "lr": model.get("lr", 1e-3),

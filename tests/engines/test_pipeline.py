@@ -56,3 +56,5 @@ def test_a_dni_pipeline_needs_a_dni_config():
         spec_from_config("configs/ff/digits-bp.yaml", 2, "dni", 10, 0, 2)
     with pytest.raises(UserError, match="--mode"):
         spec_from_config(CONFIG, 2, "async", 10, 0, 2)
+    with pytest.raises(UserError, match="--procs 5"):
+        spec_from_config(CONFIG, 5, "dni", 10, 0, 2)
