@@ -28,10 +28,10 @@ EXPECTED = [
 ]
 CONFIGS = sorted(set(CONFIG_DIR.rglob("*.yaml")) | set(EXPECTED))
 
+FF = re.compile(r"(digits|addition|mnist)-(bp|dni|cdni)(-bootstrap)?")  # ff/digits-cdni: task, variant, M's target
 FLAT = re.compile(r"(bptt|dni)(\d+)(-aux)?")  # bptt8, dni20, dni8-aux: T, DNI, DNI + Aux
 HIER = re.compile(r"hier-(bptt|cut|dni)(\d+)")  # hier-dni8: the message interface and the lower T
 REGIME = re.compile(r"(bptt|cut|dni)(-cond)?")  # two-timescale/dni-cond: the regime, a conditional M
-FF = re.compile(r"(digits|addition|mnist)-(bp|dni|cdni)(-bootstrap)?")  # ff/digits-cdni: task, variant, M's target
 
 
 @pytest.mark.parametrize("config", CONFIGS, ids=lambda p: str(p.relative_to(CONFIG_DIR)))
