@@ -17,13 +17,17 @@ class Task:
             cross-entropy, the metric bits per character.
         input_size: Width of an input vector (bit tasks; 0 for character tasks).
         output_size: Bits predicted per step (bit tasks; 0 for character tasks). The target
-            tensor then has `output_size + 2` channels: bits, loss mask, episode end.
+            tensor then has `output_size + 2` channels: bits, loss mask, episode end. For a
+            feed-forward bit task (binary addition) the target is just the `output_size` bits.
+        classes: > 0: a feed-forward classification task (images): one label per example out of
+            this many classes; `output_size` is then the same number.
     """
 
     name: str = "chars"
     symbols: list[str] = field(default_factory=list)
     input_size: int = 0
     output_size: int = 0
+    classes: int = 0
 
     @property
     def kind(self) -> str:

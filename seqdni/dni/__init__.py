@@ -6,6 +6,8 @@
 - `SyntheticGradient` (M), `SGOptions` (its settings) and `BoundaryOptions` (at a truncation boundary).
 - `Interface`: one decoupled interface (predict, inject, target, learn), the one path every
   engine uses, and what a plain PyTorch TBPTT loop over any recurrent core needs.
+- `layers`: the same interface between the blocks of a feed-forward network: the bootstrapped
+  target (the next block's synthetic gradient backpropagated) and the true gradient at each cut.
 
 Nothing here imports anything else from seqdni.
 """
@@ -19,10 +21,11 @@ from seqdni.dni.functional import (
     true_future_gradient,
 )
 from seqdni.dni.interface import Interface
+from seqdni.dni.layers import bootstrap_target, true_layer_gradients
 from seqdni.dni.options import BoundaryOptions, SGOptions
 from seqdni.dni.state import State, as_tuple, detach_state, flatten_state, unflatten_state
 from seqdni.dni.synthetic import SyntheticGradient
 
-__all__ = ["BoundaryOptions", "Interface", "SGOptions", "State", "SyntheticGradient", "as_tuple", "bootstrapped_target",
-           "boundary_injection", "cosine", "detach_state", "diagnostics", "flatten_state", "regression_loss",
-           "true_future_gradient", "unflatten_state"]
+__all__ = ["BoundaryOptions", "Interface", "SGOptions", "State", "SyntheticGradient", "as_tuple", "bootstrap_target",
+           "bootstrapped_target", "boundary_injection", "cosine", "detach_state", "diagnostics", "flatten_state",
+           "regression_loss", "true_future_gradient", "true_layer_gradients", "unflatten_state"]

@@ -3,12 +3,13 @@
 from seqdni.data.task import Task
 from seqdni.nets.hier import HierLSTM
 from seqdni.nets.lstm import LN2, BitLSTM, CharLSTM
+from seqdni.nets.mlp import BlockMLP
 from seqdni.nets.protocol import LanguageNetwork, Network, RecurrentNetwork
 from seqdni.nets.sampling import check_generation, sample_ids, sample_next
 from seqdni.nets.twonets import TwoNets
 
-__all__ = ["LN2", "BitLSTM", "CharLSTM", "HierLSTM", "LanguageNetwork", "Network", "RecurrentNetwork", "TwoNets",
-           "build_network", "check_generation", "sample_ids", "sample_next"]
+__all__ = ["LN2", "BitLSTM", "BlockMLP", "CharLSTM", "HierLSTM", "LanguageNetwork", "Network", "RecurrentNetwork",
+           "TwoNets", "build_network", "check_generation", "sample_ids", "sample_next"]
 
 
 def build_network(task: Task, embed_dim: int, hidden_size: int, num_layers: int = 1,

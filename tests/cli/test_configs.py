@@ -13,7 +13,7 @@ from helpers import CHAR_FILES, ROOT, write_ptb
 
 from seqdni.cli.train import cli
 from seqdni.data import CopyDataModule, ptb
-from seqdni.training import Curriculum, HierLM, SeqModel, TwoTimescale
+from seqdni.training import Curriculum, HierLM, LayerModel, SeqModel, TwoTimescale
 
 CONFIG_DIR = ROOT / "configs"
 # The grids the scripts run (scripts/copy_table.py, scripts/two_timescale.py) and the smoke run: each must exist.
@@ -22,9 +22,13 @@ EXPECTED = [
     *(CONFIG_DIR / task / f"{variant}{t}{aux}.yaml" for task in ("copy", "repeat-copy") for t in (2, 3, 4, 5)
       for variant, aux in (("bptt", ""), ("dni", ""), ("dni", "-aux"))),
     *(CONFIG_DIR / "two-timescale" / f"{regime}.yaml" for regime in ("bptt", "cut", "dni")),
+    # scripts/ff_table.py
+    *(CONFIG_DIR / "ff" / f"{task}-{variant}.yaml" for task in ("digits", "addition", "mnist")
+      for variant in ("bp", "dni", "cdni")),
 ]
 CONFIGS = sorted(set(CONFIG_DIR.rglob("*.yaml")) | set(EXPECTED))
 
+FF = re.compile(r"(digits|addition|mnist)-(bp|dni|cdni)(-bootstrap)?")  # ff/digits-cdni: task, variant, M's target
 FLAT = re.compile(r"(bptt|dni)(\d+)(-aux)?")  # bptt8, dni20, dni8-aux: T, DNI, DNI + Aux
 HIER = re.compile(r"hier-(bptt|cut|dni)(\d+)")  # hier-dni8: the message interface and the lower T
 REGIME = re.compile(r"(bptt|cut|dni)(-cond|-state)?")  # two-timescale/dni-cond: the regime, what M also reads
@@ -40,15 +44,25 @@ def test_every_shipped_config_instantiates_and_is_what_its_name_says(config, tmp
     model, dm, name = built.model, built.datamodule, config.stem
 
     assert model.task == dm.task  # linked from the data module, not typed twice
-    if model.vocab is not None:
-        assert model.vocab.symbols == dm.symbols
-    assert model.hparams.window % model.engine.span == 0  # a training batch is whole updates
+    if isinstance(model, LayerModel):  # feed-forward: one update per batch of examples
+        assert model.hparams.window == dm.batch_size
+    else:
+        if model.vocab is not None:
+            assert model.vocab.symbols == dm.symbols
+        assert model.hparams.window % model.engine.span == 0  # a training batch is whole updates
     if isinstance(dm, CopyDataModule):
         assert any(isinstance(cb, Curriculum) for cb in built.trainer.callbacks)
     if config.parent.name in ("copy", "repeat-copy"):
         assert model.task.name == config.parent.name
 
-    if m := HIER.fullmatch(name):
+    if config.parent.name == "ff":
+        task, variant, bootstrap = FF.fullmatch(name).groups()
+        assert isinstance(model, LayerModel) and model.task.name == task
+        assert (model.dni is not None) == (variant != "bp")
+        assert (model.dni is not None and model.dni.conditional) == (variant == "cdni")
+        assert (model.dni is not None and model.dni.target == "bootstrap") == bool(bootstrap)
+        assert len(model.engine.sgs) == (len(model.net.blocks) - 1 if model.dni else 0)
+    elif m := HIER.fullmatch(name):
         message, unroll = m.groups()
         assert isinstance(model, HierLM)
         assert model.engine.message == message and model.hparams.unroll == int(unroll)
