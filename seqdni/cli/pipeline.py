@@ -28,7 +28,7 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from seqdni.cli.train import load_config, shipped
+from seqdni.cli.train import SHIPPED, load_config, shipped
 from seqdni.dni import Interface
 from seqdni.engines import LayerOptions
 from seqdni.engines.pipeline import Stage, run_dni, run_gpipe
@@ -37,6 +37,7 @@ from seqdni.nets import BlockMLP
 
 PROG = "python -m seqdni.pipeline"
 NET_KEYS = ("hidden_size", "depth", "activation")
+FF_CONFIGS = sorted((SHIPPED / "ff").glob("*.yaml"))
 
 
 def spec_from_config(path: str, procs: int, mode: str, steps: int | None, seed: int | None, micro: int) -> dict:
@@ -45,8 +46,14 @@ def spec_from_config(path: str, procs: int, mode: str, steps: int | None, seed: 
         raise UserError(f"--procs must be at least 1, got {procs}")
     if mode not in ("dni", "gpipe"):
         raise UserError(f"--mode must be dni or gpipe, got {mode!r}")
+    if not Path(shipped(path)).is_file():
+        raise UserError(f"--config {path} is not a file here, and seqdni ships no config of that name; the "
+                        f"feed-forward configs are {', '.join(f'configs/ff/{p.name}' for p in FF_CONFIGS)}")
     cfg = load_config(shipped(path))
     model, data = cfg.get("model", {}).get("init_args", {}), cfg.get("data", {})
+    if cfg.get("model", {}).get("class_path") != "seqdni.training.LayerModel":
+        raise UserError(f"{path} is not a feed-forward config (its model is {cfg.get('model', {}).get('class_path')}, "
+                        "not seqdni.training.LayerModel); the pipeline trains configs/ff/*.yaml")
     if mode == "dni" and procs > 1 and not model.get("dni"):
         raise UserError(f"{path} sets no model.dni, so --mode dni has no synthetic gradient to train with; use a "
                         "DNI config (configs/ff/*-dni.yaml) or --mode gpipe")

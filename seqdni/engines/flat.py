@@ -129,8 +129,8 @@ class FlatEngine(Unrolling, RecurrentEval, nn.Module):
             raise UserError(f"model.dni.conditional needs the input after each unroll, which a {type(net).__name__} "
                              "task does not provide; set model.dni.conditional to false")
         if dni is not None and dni.episodic and not hasattr(net, "episode_ends"):
-            raise UserError(f"model.dni.episodic needs a task with episodes (Copy, Repeat Copy); a {type(net).__name__} "
-                             "task has none, so set model.dni.episodic to false")
+            raise UserError(f"model.dni.episodic needs a task with episodes (Copy, Repeat Copy); a "
+                             f"{type(net).__name__} task has none, so set model.dni.episodic to false")
         self.net, self.span, self.dni = net, unroll, dni
         self.lr, self.weight_decay, self.clip = lr, weight_decay, clip
         d = net.state_size  # flattened (h, c) per example

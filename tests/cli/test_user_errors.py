@@ -7,6 +7,7 @@ import pytest
 import torch
 from helpers import ROOT, data_args, run_cli
 
+from seqdni.cli import pipeline as pipeline_cli
 from seqdni.cli import sample as sample_cli
 from seqdni.cli import train as train_cli
 
@@ -109,3 +110,10 @@ def test_sample_help_names_the_command_users_type(capsys):
     with pytest.raises(SystemExit) as exit_:
         sample_cli.main(["--help"])
     assert exit_.value.code == 0 and capsys.readouterr().out.startswith("usage: python -m seqdni.sample")
+
+
+def test_the_pipeline_names_a_missing_or_recurrent_config(capsys):
+    one_paragraph(capsys, pipeline_cli.main, ["--config", "configs/ff/nope.yaml", "--procs", "2"],
+                  "--config configs/ff/nope.yaml is not a file here", "configs/ff/digits-dni.yaml")
+    one_paragraph(capsys, pipeline_cli.main, ["--config", "configs/copy/dni2.yaml", "--procs", "2"],
+                  "configs/copy/dni2.yaml is not a feed-forward config", "seqdni.training.SeqModel")
