@@ -172,12 +172,10 @@ class Curriculum(L.Callback):
                 trainer.should_stop = True
         step = trainer.global_step
         self.history.append({"step": step, "level": level, "bits_error": error, "solved": self.solved})
-        # On the axis Lightning logs val/bits_error against (batches); the history keeps optimiser steps.
-        loop = getattr(getattr(trainer, "fit_loop", None), "epoch_loop", None)
-        batches = getattr(loop, "_batches_that_stepped", step)
+        # On the axis of every other scalar and of the history: the optimiser step.
         metrics = {"curriculum/level": float(level), "curriculum/solved": float(self.solved)}
         for logger in trainer.loggers:
-            logger.log_metrics(metrics, step=batches)
+            logger.log_metrics(metrics, step=step)
         if trainer.is_global_zero and trainer.log_dir:
             path = Path(trainer.log_dir) / "curriculum.json"
             path.parent.mkdir(parents=True, exist_ok=True)

@@ -29,6 +29,9 @@ def test_table_script_trains_the_configs_writes_table_and_plots_and_reuses_runs(
     events = EventAccumulator(str(run_dir))
     events.Reload()
     assert {"curriculum/level", "curriculum/solved", "val/bits_error", "sg/loss"} <= set(events.Tags()["scalars"])
+    # one x axis, the optimiser step: the curriculum where validation and the history put it (3 steps a batch)
+    levels = [e.step for e in events.Scalars("curriculum/level")]
+    assert levels == [e.step for e in events.Scalars("val/bits_error")] == [h["step"] for h in summary["runs"][1]["history"]]
     assert (out / "repeat-copy.png").stat().st_size > 0 and len(list((out / "plots").glob("*.png"))) == 2
     again = run_python(args, ROOT)
     assert again.returncode == 0 and all(r["reused"] for r in json.loads((out / "results.json").read_text())["runs"])
