@@ -20,6 +20,7 @@ from seqdni.engines import LayerEngine, LayerOptions
 from seqdni.errors import UserError
 from seqdni.nets import BlockMLP
 from seqdni.training import checkpointing
+from seqdni.training.module import log_eval_sums, stop_on_non_finite
 from seqdni.training.optim import LightningSteps, adam, wrappers_add_nothing
 
 
@@ -85,9 +86,8 @@ class LayerModel(L.LightningModule):
         steps = LightningSteps(self, self._groups, opts if isinstance(opts, list) else [opts], direct=self._direct)
         diagnose = (self.global_step + 1) % max(1, self.trainer.log_every_n_steps) == 0
         stats = self.engine.update(x, y, steps, diagnose=self.dni is not None and diagnose)
-        if not torch.isfinite(stats["train/loss"]):
-            raise FloatingPointError(f"non-finite training loss at optimiser step {self.global_step}; "
-                                     "lower model.lr or model.dni.lr")
+        if not torch.isfinite(stats["train/loss"]):  # the one host sync of a batch
+            stop_on_non_finite(self, batch_idx)
         self.log("step", float(self.trainer.global_step))
         for key, value in stats.items():
             self.log(key, value, prog_bar=key == "train/loss")
@@ -104,14 +104,9 @@ class LayerModel(L.LightningModule):
         self._sums = sums if self._sums is None else {k: v + sums[k] for k, v in self._sums.items()}
 
     def _eval_end(self, stage: str) -> None:
-        if self._sums is None:
-            return
-        keys = sorted(self._sums)
-        total = self.trainer.strategy.reduce(torch.stack([self._sums[k] for k in keys]), reduce_op="sum")
-        self._sums = None
-        for i, (name, value) in enumerate(self.net.eval_metrics(dict(zip(keys, total))).items()):
-            self.log(f"{stage}/{name}", value, prog_bar=i == 0, sync_dist=True)
-        self.log("step", float(self.trainer.global_step))
+        if self._sums is not None:
+            sums, self._sums = self._sums, None
+            log_eval_sums(self, sums, stage)
 
     def validation_step(self, batch, batch_idx: int) -> None:
         self._eval_step(batch)

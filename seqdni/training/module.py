@@ -29,6 +29,29 @@ class NonFiniteLossError(FloatingPointError):
     """Training stopped on a NaN or infinite loss; checkpoints written before it are kept."""
 
 
+def stop_on_non_finite(module: L.LightningModule, batch_idx: int) -> None:
+    """Stop training on a non-finite loss, naming the last checkpoint written before it."""
+    kept = [getattr(cb, "last_path", None) or getattr(cb, "best_model_path", None)
+            for cb in module.trainer.checkpoint_callbacks]
+    kept = [k for k in kept if k]
+    where = f"; last good checkpoint: {kept[0]}" if kept else "; no checkpoint had been written yet"
+    raise NonFiniteLossError(
+        f"non-finite training loss in the batch ending at optimiser step {module.global_step} "
+        f"(epoch {module.current_epoch}, batch {batch_idx}); training stopped{where}. "
+        "Lower model.lr or model.clip, or resume from that checkpoint with --ckpt_path."
+    )
+
+
+def log_eval_sums(module: L.LightningModule, sums: dict[str, torch.Tensor], stage: str) -> None:
+    """Sum an evaluation's float64 sums over the ranks and log the network's metrics as `<stage>/<name>`."""
+    keys = sorted(sums)
+    total = module.trainer.strategy.reduce(torch.stack([sums[k] for k in keys]), reduce_op="sum")
+    for i, (name, value) in enumerate(module.net.eval_metrics(dict(zip(keys, total))).items()):
+        # identical on every rank already (summed above): sync_dist only averages equal values
+        module.log(f"{stage}/{name}", value.float(), prog_bar=i == 0, sync_dist=True)
+    module.log("step", float(module.trainer.global_step))  # the x axis: optimiser steps, as in training
+
+
 class SeqModule(L.LightningModule):
     """Trains a system's engine; see the module docstring. Subclasses only construct (`build`)."""
 
@@ -95,7 +118,7 @@ class SeqModule(L.LightningModule):
         self.carry = carry
         losses, stats = self.engine.summarise(outs)
         if not torch.isfinite(torch.stack(list(losses.values()))).all():  # one host sync per window
-            self._stop_on_non_finite(batch_idx)
+            stop_on_non_finite(self, batch_idx)
         self._log_window(losses, stats, steps, batch_idx)
         if self.probe is not None:
             self.probe.maybe_run(self)
@@ -120,17 +143,6 @@ class SeqModule(L.LightningModule):
             # state c can integrate without bound on streams that never reset it.
             self.log(f"state/{name}_norm", t.detach().movedim(1, 0).flatten(1).norm(dim=1).mean())
 
-    def _stop_on_non_finite(self, batch_idx: int) -> None:
-        kept = [getattr(cb, "last_path", None) or getattr(cb, "best_model_path", None)
-                for cb in self.trainer.checkpoint_callbacks]
-        kept = [k for k in kept if k]
-        where = f"; last good checkpoint: {kept[0]}" if kept else "; no checkpoint had been written yet"
-        raise NonFiniteLossError(
-            f"non-finite training loss in the batch ending at optimiser step {self.global_step} "
-            f"(epoch {self.current_epoch}, batch {batch_idx}); training stopped{where}. "
-            "Lower model.lr or model.clip, or resume from that checkpoint with --ckpt_path."
-        )
-
     # ---- evaluation: no synthetic gradients, state carried over the whole split -----------------
     def _eval_start(self) -> None:
         self._eval_state, self._eval_sums = None, None
@@ -145,13 +157,7 @@ class SeqModule(L.LightningModule):
     def _eval_end(self, stage: str) -> None:
         if self._eval_sums is None:
             return
-        keys = sorted(self._eval_sums)
-        total = self.trainer.strategy.reduce(torch.stack([self._eval_sums[k] for k in keys]), reduce_op="sum")
-        metrics = self.net.eval_metrics(dict(zip(keys, total)))
-        for i, (name, value) in enumerate(metrics.items()):
-            # identical on every rank already (summed above): sync_dist only averages equal values
-            self.log(f"{stage}/{name}", value.float(), prog_bar=i == 0, sync_dist=True)
-        self.log("step", float(self.trainer.global_step))  # the x axis: optimiser steps, as in training
+        log_eval_sums(self, self._eval_sums, stage)
 
     def on_validation_epoch_start(self) -> None:
         self._eval_start()
