@@ -170,7 +170,8 @@ def memory(args, ids, unroll, dni) -> dict[str, int]:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--aux", action="store_true", help="also DNI-8 + Aux (DNIOptions(aux_weight=0.1))")
+    p.add_argument("--aux", action="store_true", help="also DNI-8 + Aux (DNIOptions(aux_weight=0.1)), recomputing "
+                   "the previous unroll, with `aux_keep_graph`, and with it and a rank-64 M and Â")
     p.add_argument("--device", default="cpu", help="cpu or cuda[:i]")
     p.add_argument("--hidden", type=int, default=256)
     p.add_argument("--embed", type=int, default=128)
@@ -198,6 +199,8 @@ def main() -> None:
                 "DNI-8 rank 64": (8, DNIOptions(rank=64)), "BPTT-40": (40, None)}
     if args.aux:
         variants["DNI-8+Aux"] = (8, DNIOptions(aux_weight=0.1))
+        variants["DNI-8+Aux keep graph"] = (8, DNIOptions(aux_weight=0.1, aux_keep_graph=True))
+        variants["DNI-8+Aux keep graph rank 64"] = (8, DNIOptions(aux_weight=0.1, aux_keep_graph=True, rank=64))
     g = torch.Generator().manual_seed(args.seed)
     ids = torch.randint(0, args.vocab, (args.batch * (args.window * (args.batches + 1) + 1),), generator=g)
 
@@ -226,6 +229,9 @@ def main() -> None:
     if args.aux:
         ratios["time DNI-8+Aux/BPTT-8"] = us["DNI-8+Aux"] / us["BPTT-8"]
         ratios["memory DNI-8+Aux/BPTT-8"] = mem["DNI-8+Aux"][key] / mem["BPTT-8"][key]
+        ratios["time DNI-8+Aux keep graph/BPTT-8"] = us["DNI-8+Aux keep graph"] / us["BPTT-8"]
+        ratios["memory DNI-8+Aux keep graph/BPTT-8"] = mem["DNI-8+Aux keep graph"][key] / mem["BPTT-8"][key]
+        ratios["time DNI-8+Aux keep graph rank 64/BPTT-8"] = us["DNI-8+Aux keep graph rank 64"] / us["BPTT-8"]
 
     print(f"device {args.device}, clock {args.clock}, threads {torch.get_num_threads()}, synthetic ids (vocab 50), "
           f"hidden {args.hidden}, embed {args.embed}, batch {args.batch}, window {args.window}; "

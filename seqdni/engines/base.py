@@ -113,10 +113,11 @@ class Carry:
     kept: Kept | None = None
     boundary: bool = False
     prediction: Tensor | None = None  # M(s_t) with its graph (`DNIOptions.reuse`); never checkpointed
+    graph: Tensor | None = None  # the last unroll's every-step states with their graph (`aux_keep_graph`); never checkpointed
 
     def to(self, device: torch.device) -> Carry:
         kept = None if self.kept is None else self.kept.to(device)
-        return type(self)(tuple(t.to(device) for t in self.state), kept, self.boundary)  # M is evaluated afresh
+        return type(self)(tuple(t.to(device) for t in self.state), kept, self.boundary)  # graphs are not moved
 
     def state_dict(self, gather: Gather) -> dict:
         """Checkpoint layout (format 2): each tensor as the list of every rank's copy."""

@@ -18,7 +18,9 @@ states are this unroll's: it recomputes that whole unroll step by step from its 
 state and inputs (2T steps held; its states train the core through the auxiliary loss, and the
 fused nn.LSTM returns the full state (h, c) at the unroll's end only). The current unroll runs
 fused; its every-step states are needed only as values (M's inputs for the targets) and come
-from `step_states` without a graph.
+from `step_states` without a graph. With `aux_keep_graph` nothing is recomputed: the unroll runs
+on copies of the core's weights, its every-step states keep their graph until the next unroll
+trains them, and the auxiliary gradient is the one at the weights of one update before.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
+from torch.func import functional_call
 
 from seqdni.dni import BoundaryOptions, Interface, cosine, detach_state, flatten_state, regression_loss
 from seqdni.engines.base import (
@@ -50,7 +53,7 @@ class DNIOptions(BoundaryOptions):
             0.1 keeps an untrained M from dominating the true in-unroll gradient.
         lr: Learning rate of M's own Adam optimiser.
         clip: Gradient-norm clip of M (separate from the core's clip); 0 disables.
-        rank: > 0: M is a linear map of this rank (cheaper than d × d); 0: full rank.
+        rank: > 0: M (and, under Aux, Â) is a linear map of this rank (cheaper than d × d); 0: full rank.
         squash: M reads tanh of the state, element-wise, so its prediction stays bounded however
             large the state grows (a cell state that integrates would otherwise drag M with it).
         discount: γ, the factor on the future term of the bootstrapped target (unset: γ = α);
@@ -66,6 +69,13 @@ class DNIOptions(BoundaryOptions):
             step with the current parameters (the fused nn.LSTM returns the full state (h, c)
             at the unroll's end only). The auxiliary loss is part of the core's objective, so
             the core's clip sees it.
+        aux_keep_graph: DNI + Aux without the step-by-step recomputation: each unroll runs the
+            fused core on copies of the core's weights and keeps the graph of its every-step
+            states until the next unroll, whose auxiliary loss is backpropagated through it. The
+            auxiliary gradient is then taken at the weights of one update before (the copies);
+            the unroll's own loss and the injection are not affected. Memory is the same (2T
+            steps held); after a resume the first unroll recomputes the previous one with the
+            current weights, as without this option. Not with DDP.
         reuse: Evaluate M once per boundary: M(s_{t+T}), computed with its graph for the
             injection, is kept and trained one unroll later as the prediction M(s_t), instead of
             evaluating M on that state again (one of M's three matrix products per unroll saved).
@@ -86,6 +96,7 @@ class DNIOptions(BoundaryOptions):
     conditional: bool = False
     train_core: bool = False
     aux_weight: float = 0.0
+    aux_keep_graph: bool = False
     reuse: bool = False
     episodic: bool = False
 
@@ -97,6 +108,9 @@ class DNIOptions(BoundaryOptions):
         super().__post_init__()
         if self.aux_weight < 0:
             raise UserError(f"model.dni.aux_weight must be >= 0, got {self.aux_weight}")
+        if self.aux_keep_graph and self.aux_weight <= 0:
+            raise UserError("model.dni.aux_keep_graph keeps a graph for the auxiliary loss of DNI + Aux, which "
+                            "model.dni.aux_weight 0 turns off; set model.dni.aux_weight > 0 or unset aux_keep_graph")
         clash = [k for k, on in (("hidden", self.hidden > 0), ("rank", self.rank > 0),
                                  ("aux_weight", self.aux_weight > 0), ("train_core", self.train_core)) if on]
         if self.reuse and clash:
@@ -110,6 +124,7 @@ class Forward:
     end: tuple[Tensor, ...]  # s_{t+T}, with its graph
     states: Tensor | None  # DNI + Aux: every step's flattened state, (T·B, d) time-major, no graph
     kept: Kept | None  # what recomputes the kept steps one unroll later
+    graph: Tensor | None = None  # `aux_keep_graph`: `states` with their graph, trained one unroll later
 
 
 class FlatEngine(Unrolling, RecurrentEval, nn.Module):
@@ -136,7 +151,7 @@ class FlatEngine(Unrolling, RecurrentEval, nn.Module):
         d = net.state_size  # flattened (h, c) per example
         cond = net.cond_size if dni is not None and dni.conditional else 0
         self.boundary = None if dni is None else Interface(d, dni, cond_dim=cond)
-        self.aux = nn.Linear(d, d) if dni is not None and dni.aux_weight > 0 else None
+        self.aux = aux_head(d, dni.rank) if dni is not None and dni.aux_weight > 0 else None
 
     def param_groups(self) -> list[ParamGroup]:
         core = list(self.net.parameters()) + (list(self.aux.parameters()) if self.aux is not None else [])
@@ -153,7 +168,7 @@ class FlatEngine(Unrolling, RecurrentEval, nn.Module):
         """Forward and backward of one unroll of T = x.size(1) steps; M's loss is returned, not applied."""
         want_target = self.boundary is not None and carry.boundary
         s_t = detach_state(carry.state, requires_grad=want_target)  # leaf: collects ∂J_k/∂s_t
-        redo = self._recompute_kept(carry) if self.aux is not None else None
+        redo = self._aux_states(carry) if self.aux is not None else None
         fwd = self._forward(x, s_t)
         loss = self.net.loss(fwd.out, y)
         objective, stats, g, live = loss, {}, None, None
@@ -161,16 +176,22 @@ class FlatEngine(Unrolling, RecurrentEval, nn.Module):
             terms, g, live = self._dni_terms(x, y, fwd, redo, stats)
             for term in terms:
                 objective = objective + term
-        backward(objective, retain_graph=want_target and self.dni.second_pass)
+        keep = fwd.graph is not None  # the graph outlives this backward: the next unroll trains its states
+        backward(objective, retain_graph=keep or (want_target and self.dni.second_pass))
         sg_loss = target = prediction = None
         if want_target:
             sg_loss, prediction, target = self._learn(x, y, carry, s_t, fwd, g)
             stats["sg/loss"] = sg_loss.detach()
-        new = Carry(detach_state(fwd.end), fwd.kept, boundary=True, prediction=live)
+        new = Carry(detach_state(fwd.end), fwd.kept, boundary=True, prediction=live, graph=fwd.graph)
         return UnrollOut(loss.detach(), sg_loss, new, stats, target, prediction)
 
     def _forward(self, x: Tensor, s_t: tuple[Tensor, ...]) -> Forward:
         """The core over the unroll, keeping what the next unroll recomputes."""
+        if self.aux is not None and self.dni.aux_keep_graph:  # on copies of the weights, kept for the next unroll
+            weights = {f"net.{k}": p.clone() for k, p in self.net.named_parameters()}
+            out, end, states = functional_call(_StatesOfUnroll(self.net), weights, (x, s_t))
+            states = flatten_state(states)
+            return Forward(out, end, states.detach(), Kept(detach_state(s_t), x), states)
         if self.aux is not None:  # Aux keeps the whole unroll: each step gets a target next unroll
             out, end = self.net.core(x, s_t)  # fused; every step's state only as values, for M's targets
             return Forward(out, end, flatten_state(self.net.step_states(x, s_t, out)), Kept(detach_state(s_t), x))
@@ -217,7 +238,8 @@ class FlatEngine(Unrolling, RecurrentEval, nn.Module):
         n = y.size(0) * y.size(1)
         target = self.boundary.target([s_t], n)
         if self.dni.second_pass:  # γ ≠ α, or an episode ended: add (γ - α) Jᵀ M(s_{t+T})
-            target = target + self.boundary.remainder(fwd.end, g, s_t, discount=self._discounts(y, g))
+            target = target + self.boundary.remainder(fwd.end, g, s_t, discount=self._discounts(y, g),
+                                                      retain_graph=fwd.graph is not None)
         if carry.prediction is not None:  # `reuse`: M(s_t) as made for the previous unroll's injection
             loss = regression_loss(carry.prediction, target)
             return loss, carry.prediction.detach(), target.detach()
@@ -246,6 +268,11 @@ class FlatEngine(Unrolling, RecurrentEval, nn.Module):
         after = self.net.condition(torch.cat([x[:, 1:], self.net.next_input(y).unsqueeze(1)], dim=1))
         return after.transpose(0, 1).reshape(-1, after.size(-1))
 
+    def _aux_states(self, carry: Carry) -> Tensor | None:
+        """DNI + Aux: the previous unroll's every-step states with a graph to the core, as kept from
+        its own forward pass (`aux_keep_graph`) or recomputed now."""
+        return carry.graph if carry.graph is not None else self._recompute_kept(carry)
+
     def _recompute_kept(self, carry: Carry) -> Tensor | None:
         """DNI + Aux: the previous unroll's kept steps, recomputed with the current parameters
         from their stored input: flattened states, (K·B, d) in time-major order, the last s_t."""
@@ -261,3 +288,25 @@ class FlatEngine(Unrolling, RecurrentEval, nn.Module):
             with torch.no_grad():
                 s_before = self.net.core(xs[:, :-1], s_before)[1]
         return flatten_state(self.net.core(xs[:, -1:], detach_state(s_before))[1])
+
+
+def aux_head(d: int, rank: int = 0) -> nn.Module:
+    """Â, the auxiliary head of DNI + Aux: a linear map of the d-wide state, of rank `rank` when > 0
+    (d -> rank -> d, 2·d·rank weights; the form of a low-rank M)."""
+    if rank <= 0:
+        return nn.Linear(d, d)
+    return nn.Sequential(nn.Linear(d, rank, bias=False), nn.Linear(rank, d))
+
+
+class _StatesOfUnroll(nn.Module):
+    """The fused core over an unroll and its every-step states, both with their graph, as one module
+    call, so that `functional_call` runs them on copies of the network's weights (not registered
+    anywhere: the engine builds one per unroll)."""
+
+    def __init__(self, net: nn.Module):
+        super().__init__()
+        self.net = net
+
+    def forward(self, x: Tensor, state: tuple[Tensor, ...]) -> tuple[Tensor, tuple[Tensor, ...], tuple[Tensor, ...]]:
+        out, end = self.net.core(x, state)
+        return out, end, self.net.step_states(x, state, out, graph=True)

@@ -64,24 +64,29 @@ class _LSTMNet(nn.Module):
             cs.append(state[1])
         return torch.cat(outs, dim=1), state, (torch.cat(hs, dim=1), torch.cat(cs, dim=1))
 
-    @torch.no_grad()
-    def step_states(self, x: Tensor, state: tuple[Tensor, Tensor], out: Tensor) -> tuple[Tensor, Tensor]:
-        """`core_steps`'s every-step states (h, c), without a graph, from the fused core's outputs
-        `out` over the same inputs: a one-layer LSTM's h_t is its output, and c_t follows from
-        h_{t-1} and x_t by one batched gate product and an elementwise scan (no step-by-step LSTM
-        call). Deeper LSTMs run step by step."""
+    def step_states(self, x: Tensor, state: tuple[Tensor, Tensor], out: Tensor, graph: bool = False
+                    ) -> tuple[Tensor, Tensor]:
+        """`core_steps`'s every-step states (h, c) from the fused core's outputs `out` over the same
+        inputs: a one-layer LSTM's h_t is its output, and c_t follows from h_{t-1} and x_t by one
+        batched gate product and an elementwise scan (no step-by-step LSTM call). Deeper LSTMs
+        run step by step. Without `graph`, values only; with it, both keep their graph to the
+        parameters and to `out` (so a loss on them reaches the core as through `core_steps`)."""
         if self.num_layers > 1:
-            return self.core_steps(x, state)[2]
-        e, lstm = self.encode(x), self.lstm
-        h_prev = torch.cat([state[0][-1].unsqueeze(1), out[:, :-1].detach()], dim=1)
-        gates = F.linear(e, lstm.weight_ih_l0, lstm.bias_ih_l0 + lstm.bias_hh_l0) + F.linear(h_prev, lstm.weight_hh_l0)
-        i, f, g, _ = gates.chunk(4, dim=-1)  # nn.LSTM's gate order: input, forget, cell, output
-        add, keep = torch.sigmoid(i) * torch.tanh(g), torch.sigmoid(f)
-        c, cs = state[1][-1], []
-        for t in range(e.size(1)):
-            c = keep[:, t] * c + add[:, t]
-            cs.append(c)
-        return out.detach().transpose(0, 1).reshape(1, -1, out.size(-1)), torch.cat(cs).unsqueeze(0)
+            with torch.set_grad_enabled(graph and torch.is_grad_enabled()):
+                return self.core_steps(x, state)[2]
+        with torch.set_grad_enabled(graph and torch.is_grad_enabled()):
+            e, lstm = self.encode(x), self.lstm
+            h_out = out if graph else out.detach()
+            h_prev = torch.cat([state[0][-1].unsqueeze(1), h_out[:, :-1]], dim=1)
+            gates = (F.linear(e, lstm.weight_ih_l0, lstm.bias_ih_l0 + lstm.bias_hh_l0)
+                     + F.linear(h_prev, lstm.weight_hh_l0))
+            i, f, g, _ = gates.chunk(4, dim=-1)  # nn.LSTM's gate order: input, forget, cell, output
+            add, keep = torch.sigmoid(i) * torch.tanh(g), torch.sigmoid(f)
+            c, cs = state[1][-1], []
+            for t in range(e.size(1)):
+                c = keep[:, t] * c + add[:, t]
+                cs.append(c)
+            return h_out.transpose(0, 1).reshape(1, -1, out.size(-1)), torch.cat(cs).unsqueeze(0)
 
     def logits(self, out: Tensor) -> Tensor:
         return self.head(self.drop(out))

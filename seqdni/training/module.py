@@ -187,9 +187,11 @@ class SeqModule(L.LightningModule):
             # the other groups would bypass the scaler.
             raise UserError(f"trainer.precision {self.trainer.precision!r} is not supported; "
                              "use bf16-mixed or 32-true")
-        if self.trainer.world_size > 1 and getattr(getattr(self.engine, "dni", None), "reuse", False):
-            raise UserError("model.dni.reuse keeps M's graph from one training step to the next, which DDP's "
-                            "gradient synchronisation does not allow; unset it to train on several devices")
+        dni = getattr(self.engine, "dni", None)
+        for key, what in (("reuse", "M's graph"), ("aux_keep_graph", "the core's graph")):
+            if self.trainer.world_size > 1 and getattr(dni, key, False):
+                raise UserError(f"model.dni.{key} keeps {what} from one training step to the next, which DDP's "
+                                "gradient synchronisation does not allow; unset it to train on several devices")
         log_dir = self.trainer.log_dir
         if self.trainer.is_global_zero and self.trainer.loggers and log_dir and self.vocab is not None:
             Path(log_dir).mkdir(parents=True, exist_ok=True)

@@ -15,9 +15,9 @@ from seqdni.dni import boundary_injection, detach_state, flatten_state, regressi
 from seqdni.engines import DNIOptions
 
 
-@pytest.mark.parametrize("layers", [1, 2])  # one layer: the current unroll's states come from the fused core
+@pytest.mark.parametrize("layers,rank", [(1, 0), (2, 0), (1, 3)])  # one layer: states from the fused core
 @pytest.mark.parametrize("conditional", [False, True])
-def test_check7_aux_loss_trains_every_step_towards_m_one_unroll_later(conditional, layers):
+def test_check7_aux_loss_trains_every_step_towards_m_one_unroll_later(conditional, layers, rank):
     """DNI + Aux: in unroll 3 the auxiliary loss is Σ_τ ||Â(s_τ) - M(s_{τ+T})||² over every step τ
     of unroll 2 (mean over steps and sequences), and its gradient reaches the core through all
     of unroll 2's steps, which start from the state unroll 1 left: both checked against an
@@ -25,11 +25,12 @@ def test_check7_aux_loss_trains_every_step_towards_m_one_unroll_later(conditiona
     net = char_lstm(layers=layers)
     x, y = random_ids(3 * T)
     w = 0.7
-    e = flat_engine(net, DNIOptions(aux_weight=w, conditional=conditional))
+    e = flat_engine(net, DNIOptions(aux_weight=w, conditional=conditional, rank=rank))
     randomize(e.boundary.sg)
+    randomize(e.aux, seed=6)
     outs = unroll_all(e, x, y, T, zero_between=True)
     g_aux = grads(e.net.parameters())
-    plain = flat_engine(net, DNIOptions(conditional=conditional))
+    plain = flat_engine(net, DNIOptions(conditional=conditional, rank=rank))
     randomize(plain.boundary.sg)
     unroll_all(plain, x, y, T, zero_between=True)
     g_dni = grads(plain.net.parameters())
@@ -52,6 +53,8 @@ def test_check7_aux_loss_trains_every_step_towards_m_one_unroll_later(conditiona
         torch.testing.assert_close(got - dni, ref if ref is not None else torch.zeros_like(got), rtol=1e-7, atol=1e-11)
     for p, ref in zip(e.aux.parameters(), g_ref[len(g_aux):]):
         torch.testing.assert_close(p.grad, ref, rtol=1e-10, atol=1e-13)
+    d = e.net.state_size  # `rank`: Â is the same kind of map as M, d -> rank -> d
+    assert sum(p.numel() for p in e.aux.parameters()) == (2 * d * rank + d if rank else d * d + d)
     # the early steps matter: the loss is not the boundary step's alone
     boundary_only = regression_loss(e.aux(s_2[-1]), target[-B:]).detach()
     assert not torch.allclose(boundary_only, aux_loss.detach())
@@ -104,3 +107,76 @@ def test_check7_aux_weight_above_zero_builds_an_aux_head_and_changes_the_gradien
     assert all(o.carry.kept is not None for o in outs) and "sg/aux_loss" in outs[2].stats
     by_hand = dni_by_hand(net, e.boundary.sg, e.dni.scale, x, y)
     assert max((got - want).abs().max() for got, want in zip(grads(e.net.parameters()), by_hand)) > 1e-6
+
+
+def keep_and_redo(layers: int, w: float = 0.7):
+    """DNI + Aux with `aux_keep_graph` and without it, on one network, with the same M and Â."""
+    net = char_lstm(layers=layers)
+    keep = flat_engine(net, DNIOptions(aux_weight=w, aux_keep_graph=True))
+    redo = flat_engine(net, DNIOptions(aux_weight=w))
+    randomize(keep.boundary.sg)
+    randomize(keep.aux, seed=6)
+    redo.load_state_dict(keep.state_dict())
+    return keep, redo
+
+
+def third_unroll_grads(e, x, y, change=None) -> list[torch.Tensor]:
+    """The core's gradients of unroll 3 alone; `change` edits the weights in place after unroll 2 (as
+    an optimiser step would)."""
+    carry = e.initial_carry(B, x.device)
+    for i in range(3):
+        if i == 2 and change is not None:
+            change(e.net)
+        e.zero_grad(set_to_none=True)
+        carry = e.unroll(x[:, i * T : (i + 1) * T], y[:, i * T : (i + 1) * T], carry).carry
+    return grads(e.net.parameters())
+
+
+def nudge(net) -> None:
+    g = torch.Generator().manual_seed(9)
+    with torch.no_grad():
+        for p in net.parameters():
+            p.add_(0.1 * torch.randn(p.shape, generator=g, dtype=p.dtype))
+
+
+@pytest.mark.parametrize("layers", [1, 2])
+def test_aux_keep_graph_without_an_update_between_unrolls_is_the_recomputation(layers):
+    """With the weights unchanged between unrolls, training the previous unroll's states through the
+    kept graph gives the recomputation's gradients exactly."""
+    keep, redo = keep_and_redo(layers)
+    x, y = random_ids(3 * T)
+    for got, want in zip(third_unroll_grads(keep, x, y), third_unroll_grads(redo, x, y)):
+        torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-13)
+
+
+def test_aux_keep_graph_takes_the_aux_gradient_at_the_weights_that_made_the_states():
+    """After an update between unrolls 2 and 3, the kept graph's auxiliary gradient is the one at the
+    weights unroll 2 ran with (the recomputation's is at the new weights); the unroll's own loss,
+    the injection and the Aux targets are the same in both."""
+    keep, redo = keep_and_redo(layers=1)
+    x, y = random_ids(3 * T)
+    old = copy.deepcopy(keep.net)
+    got_keep = third_unroll_grads(keep, x, y, change=nudge)
+    got_redo = third_unroll_grads(redo, x, y, change=nudge)
+    new = keep.net
+
+    with torch.no_grad():
+        s_T = old.core(x[:, :T], old.init_state(B))[1]
+        s_2T = old.core(x[:, T : 2 * T], s_T)[1]
+        target = torch.cat([keep.boundary.sg(flatten_state(new.core(x[:, 2 * T : 2 * T + j + 1], s_2T)[1]))
+                            for j in range(T)])
+
+    def aux_grads(m):
+        s_2 = torch.cat([flatten_state(m.core(x[:, T : T + j + 1], s_T)[1]) for j in range(T)])
+        got = torch.autograd.grad(0.7 * regression_loss(keep.aux(s_2), target), list(m.parameters()), allow_unused=True)
+        return [torch.zeros_like(p) if g is None else g for p, g in zip(m.parameters(), got)]  # the head: none
+
+    at_old, at_new = aux_grads(old), aux_grads(new)
+    for k, r, o, n in zip(got_keep, got_redo, at_old, at_new):
+        torch.testing.assert_close(k - r, o - n, rtol=1e-7, atol=1e-11)
+    assert max((o - n).abs().max() for o, n in zip(at_old, at_new)) > 1e-6
+
+
+def test_aux_keep_graph_needs_aux():
+    with pytest.raises(ValueError, match="model.dni.aux_keep_graph"):
+        DNIOptions(aux_keep_graph=True)

@@ -34,3 +34,24 @@ def test_step_states_from_the_fused_outputs_are_core_steps_states(layers):
     torch.testing.assert_close(h, want_h, rtol=1e-12, atol=1e-14)
     torch.testing.assert_close(c, want_c, rtol=1e-12, atol=1e-14)
     assert not h.requires_grad and not c.requires_grad
+
+
+@pytest.mark.parametrize("layers", [1, 2])
+def test_step_states_with_graph_give_core_steps_gradients(layers):
+    """`graph=True` (DNI + Aux with `aux_keep_graph`): a loss on every step's (h, c) reaches the
+    parameters and the start state as it does through the step-by-step core."""
+    net = char_lstm(layers=layers)
+    x, _ = random_ids(T)
+    s0 = tuple(torch.randn_like(t).requires_grad_() for t in net.init_state(B))
+    wh, wc = torch.randn(layers, T * B, 6, dtype=torch.double), torch.randn(layers, T * B, 6, dtype=torch.double)
+    leaves = list(net.parameters()) + list(s0)
+
+    def loss_grads(states):
+        h, c = states
+        return torch.autograd.grad((h * wh).sum() + (c * wc).sum(), leaves, allow_unused=True)
+
+    got = loss_grads(net.step_states(x, s0, net.core(x, s0)[0], graph=True))
+    want = loss_grads(net.core_steps(x, s0)[2])
+    for g, w in zip(got, want):
+        torch.testing.assert_close(g, w, rtol=1e-10, atol=1e-12)
+    assert max(g.abs().max() for g in got if g is not None) > 1e-3
