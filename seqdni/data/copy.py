@@ -29,13 +29,17 @@ class CopyDataModule(L.LightningDataModule):
         eval_batch_size: Streams in the validation set.
         eval_window: Columns per validation batch.
         eval_batches: Validation batches; the state is carried across them.
+        eval_warmup: Episodes at the start of each validation row that run unscored. Training
+            rows start from the zero state only at an epoch's start and otherwise run mid-stream,
+            so a network can copy well mid-stream yet fail the first episode after a reset; the
+            warm-up scores validation in the regime that training sees. 0 scores every episode.
     """
 
     task_name = "copy"
 
     def __init__(self, batch_size: int = 32, window: int = 60, bits: int = 8, level: int = 1, shorter: float = 0.0,
                  max_lead_in: int = 10, epoch_batches: int = 1000, seed: int | None = None,
-                 eval_batch_size: int = 32, eval_window: int = 120, eval_batches: int = 3):
+                 eval_batch_size: int = 32, eval_window: int = 120, eval_batches: int = 3, eval_warmup: int = 0):
         super().__init__()
         for key, value in (("batch_size", batch_size), ("window", window), ("bits", bits), ("level", level),
                            ("epoch_batches", epoch_batches), ("eval_batch_size", eval_batch_size),
@@ -44,12 +48,14 @@ class CopyDataModule(L.LightningDataModule):
                 raise UserError(f"data.{key} must be positive, got {value}")
         if not 0.0 <= shorter <= 1.0:
             raise UserError(f"data.shorter is a fraction of episodes in [0, 1], got {shorter}")
-        if max_lead_in < 0:
-            raise UserError(f"data.max_lead_in must be >= 0, got {max_lead_in}")
+        for key, value in (("max_lead_in", max_lead_in), ("eval_warmup", eval_warmup)):
+            if value < 0:
+                raise UserError(f"data.{key} must be >= 0, got {value}")
         self.batch_size, self.window, self.bits, self.level, self.shorter = batch_size, window, bits, level, shorter
         self.max_lead_in, self.epoch_batches = max_lead_in, epoch_batches
         self.seed = int(torch.randint(0, 2**31 - 1, ()).item()) if seed is None else seed
         self.eval_batch_size, self.eval_window, self.eval_batches = eval_batch_size, eval_window, eval_batches
+        self.eval_warmup = eval_warmup
 
     # ---- the task ---------------------------------------------------------------------------
     @property
@@ -114,7 +120,7 @@ class CopyDataModule(L.LightningDataModule):
 
     def val_dataloader(self) -> FixedEpisodes:
         return FixedEpisodes(self._eval_draw, self.x_dim, self.eval_batch_size, self.eval_window,
-                             self.eval_batches, self.seed + 1)
+                             self.eval_batches, self.seed + 1, self.eval_warmup)
 
     def probe_batch(self, rows: int, span: int) -> tuple[Tensor, Tensor]:
         """A held window of `rows` streams, `span` columns, at the current level (true-gradient probe)."""
@@ -144,6 +150,8 @@ class RepeatCopyDataModule(CopyDataModule):
         eval_batch_size: Streams in the validation set.
         eval_window: Columns per validation batch.
         eval_batches: Validation batches; the state is carried across them.
+        eval_warmup: Episodes at the start of each validation row that run unscored (see
+            `CopyDataModule`); 0 scores every episode.
         max_repeats: Largest repeat count R; the input carries R / max_repeats.
     """
 
@@ -151,9 +159,10 @@ class RepeatCopyDataModule(CopyDataModule):
 
     def __init__(self, batch_size: int = 32, window: int = 60, bits: int = 8, level: int = 1, shorter: float = 0.0,
                  max_lead_in: int = 10, epoch_batches: int = 1000, seed: int | None = None,
-                 eval_batch_size: int = 32, eval_window: int = 120, eval_batches: int = 3, max_repeats: int = 2):
+                 eval_batch_size: int = 32, eval_window: int = 120, eval_batches: int = 3, eval_warmup: int = 0,
+                 max_repeats: int = 2):
         super().__init__(batch_size, window, bits, level, shorter, max_lead_in, epoch_batches, seed,
-                         eval_batch_size, eval_window, eval_batches)
+                         eval_batch_size, eval_window, eval_batches, eval_warmup)
         if max_repeats <= 0:
             raise UserError(f"data.max_repeats must be positive, got {max_repeats}")
         self.max_repeats = max_repeats

@@ -126,11 +126,13 @@ class EpisodeStreams(ResumableBatches):
 class FixedEpisodes:
     """Evaluation batches: the same episodes at every validation (a fixed seed), at the
     level current when iterated. Rows start at step 0; the trailing unfinished episode of
-    each row is not scored (its mask is cleared), so `bits_error` counts whole episodes."""
+    each row is not scored (its mask is cleared), so `bits_error` counts whole episodes.
+    The first `warmup` episodes of each row run unscored and uncounted (mask and episode-end
+    flag cleared): they take the state from zero into the mid-stream regime of training."""
 
-    def __init__(self, draw: Draw, x_dim: int, rows: int, window: int, batches: int, seed: int):
+    def __init__(self, draw: Draw, x_dim: int, rows: int, window: int, batches: int, seed: int, warmup: int = 0):
         self.draw, self.x_dim = draw, x_dim
-        self.rows, self.window, self.batches, self.seed = rows, window, batches, seed
+        self.rows, self.window, self.batches, self.seed, self.warmup = rows, window, batches, seed, warmup
 
     def __len__(self) -> int:
         return self.batches
@@ -142,6 +144,8 @@ class FixedEpisodes:
             row = self.draw(gen, span)[:span].clone()
             ends = row[:, -1].nonzero()
             row[ends[-1, 0] + 1 if len(ends) else 0 :, -2] = 0.0  # cut episode: no loss mask
+            if self.warmup:  # warm-up episodes: neither scored nor counted
+                row[: ends[self.warmup - 1, 0] + 1 if len(ends) >= self.warmup else span, -2:] = 0.0
             out.append(row)
         g = torch.stack(out)
         return g[..., : self.x_dim], g[..., self.x_dim :]

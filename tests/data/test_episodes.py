@@ -50,3 +50,26 @@ def test_bad_episode_arguments_are_refused():
         CopyDataModule(window=0)
     with pytest.raises(ValueError, match="data.max_repeats"):
         RepeatCopyDataModule(max_repeats=0)
+    with pytest.raises(ValueError, match="data.eval_warmup"):
+        CopyDataModule(eval_warmup=-1)
+
+
+@pytest.mark.parametrize("module", [CopyDataModule, RepeatCopyDataModule])
+def test_eval_warmup_leaves_the_first_episodes_of_each_row_unscored_and_uncounted(module):
+    """Validation with `eval_warmup: k`: the same episodes, the first k of each row neither scored (mask)
+    nor counted (episode end), every later step exactly as with no warm-up."""
+    def grid(warmup):
+        dm = module(level=3, eval_batch_size=5, eval_window=40, eval_batches=2, eval_warmup=warmup, seed=7)
+        return next(iter(dm.val_dataloader())), dm.x_dim
+
+    (x0, y0), _ = grid(0)
+    (x2, y2), _ = grid(2)
+    assert torch.equal(x0, x2)
+    ends = y0[..., -1]
+    assert (ends.sum(1) > 2).all()  # every row has episodes left to score
+    assert torch.equal(y2[..., -1].sum(1), ends.sum(1) - 2)
+    second_end = (ends.cumsum(1) == 2).float().argmax(1)  # the step that ends each row's second episode
+    for r, cut in enumerate(second_end.tolist()):
+        assert (y2[r, : cut + 1, -2:] == 0).all()
+        assert torch.equal(y2[r, cut + 1 :], y0[r, cut + 1 :])
+        assert y0[r, : cut + 1, -2].sum() > 0  # the warm-up really hid scored steps
