@@ -32,7 +32,8 @@ from seqdni.dni import flatten_state, true_future_gradient
 def streams(lm, ckpt: dict, rows: int, span: int, seed: int):
     """Held-out episode streams at the checkpoint's level: x (rows, span, ·), y (rows, span, ·)."""
     name = "RepeatCopyDataModule" if lm.task.name == "repeat-copy" else "CopyDataModule"
-    dm = (RepeatCopyDataModule if name.startswith("Repeat") else CopyDataModule)(level=ckpt[name]["level"])
+    dm = (RepeatCopyDataModule if name.startswith("Repeat") else CopyDataModule)(level=ckpt[name]["level"],
+                                                                               resets=lm.task.resets)
     return FixedEpisodes(dm._eval_draw, dm.x_dim, rows, span, 1, seed).grid(rows, span), dm.level
 
 

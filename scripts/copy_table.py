@@ -1,6 +1,9 @@
 """Copy / Repeat Copy grid: task × T ∈ {2,3,4,5} × {BPTT, DNI, DNI+Aux}, the largest N solved.
 
-    python scripts/copy_table.py --steps 15000 --seeds 1 --jobs 1 --out runs/copy-table
+    python scripts/copy_table.py --steps 15000 --seeds 1 --jobs 1 --out runs/copy-table [--upper]
+
+With --upper, each task also gets the upper-bound row: BPTT over the whole 60-step window
+(`configs/<task>/bptt60.yaml`), under the same step budget.
 
 Each run is `python -m seqdni.train --config configs/<task>/<name>.yaml --trainer.max_steps S
 --seed_everything k`, logged under OUT/<task>/<name>/seed<k>. A run that finished with the same
@@ -24,6 +27,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 TASKS = ("copy", "repeat-copy")
 UNROLLS = (2, 3, 4, 5)
+UPPER = 60  # the upper bound: BPTT whose unroll is the whole training window
 VARIANTS = {"bptt": "BPTT", "dni": "DNI", "dni-aux": "DNI + Aux"}
 # Jaderberg et al. 2017, largest sequence length solved (see docs/dni-rnn.md).
 PAPER = {
@@ -86,6 +90,9 @@ def table(results: list[dict], tasks, unrolls, variants) -> str:
             ours = " / ".join(fmt(mean_solved(results, task, v, t)) for v in variants)
             paper = " / ".join(str(PAPER[task][t][list(VARIANTS).index(v)]) for v in variants)
             lines.append(f"| {task} | {t} | {ours} | {paper} |")
+        if any(r["task"] == task and r["unroll"] == UPPER for r in results):
+            lines.append(f"| {task} | {UPPER} (BPTT over the whole window: the upper bound) | "
+                         f"{fmt(mean_solved(results, task, 'bptt', UPPER))} | |")
     return "\n".join(lines) + "\n"
 
 
@@ -148,6 +155,8 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--tasks", nargs="+", default=list(TASKS), choices=TASKS)
     p.add_argument("--unrolls", nargs="+", type=int, default=list(UNROLLS), choices=UNROLLS)
     p.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
+    p.add_argument("--upper", action="store_true",
+                   help=f"also the upper bound per task: BPTT with T = {UPPER}, the whole window (bptt{UPPER}.yaml)")
     p.add_argument("--extra", nargs=argparse.REMAINDER, default=[],
                    help="further arguments for every run, e.g. --extra --model.hidden_size=128")
     a = p.parse_args(argv)
@@ -156,6 +165,8 @@ def main(argv: list[str] | None = None) -> dict:
     out = a.out.resolve()
     out.mkdir(parents=True, exist_ok=True)
     grid = [(task, v, t, s) for task in a.tasks for t in a.unrolls for v in a.variants for s in range(1, a.seeds + 1)]
+    if a.upper:
+        grid += [(task, "bptt", UPPER, s) for task in a.tasks for s in range(1, a.seeds + 1)]
     start = time.time()
     with ThreadPoolExecutor(a.jobs) as pool:
         results = list(pool.map(lambda g: run_one(*g, a.steps, out, a.extra), grid))

@@ -33,13 +33,19 @@ class CopyDataModule(L.LightningDataModule):
             rows start from the zero state only at an epoch's start and otherwise run mid-stream,
             so a network can copy well mid-stream yet fail the first episode after a reset; the
             warm-up scores validation in the regime that training sees. 0 scores every episode.
+        resets: Every episode starts from the zero state: the inputs carry one more channel,
+            1 on each episode's first step, where the network (`BitLSTM` with `resets`) zeroes
+            the stream's state. No state, and no gradient, crosses an episode end; truncation
+            boundaries still fall anywhere inside episodes. False: the state runs on from one
+            episode into the next.
     """
 
     task_name = "copy"
 
     def __init__(self, batch_size: int = 32, window: int = 60, bits: int = 8, level: int = 1, shorter: float = 0.0,
                  max_lead_in: int = 10, epoch_batches: int = 1000, seed: int | None = None,
-                 eval_batch_size: int = 32, eval_window: int = 120, eval_batches: int = 3, eval_warmup: int = 0):
+                 eval_batch_size: int = 32, eval_window: int = 120, eval_batches: int = 3, eval_warmup: int = 0,
+                 resets: bool = False):
         super().__init__()
         for key, value in (("batch_size", batch_size), ("window", window), ("bits", bits), ("level", level),
                            ("epoch_batches", epoch_batches), ("eval_batch_size", eval_batch_size),
@@ -55,21 +61,23 @@ class CopyDataModule(L.LightningDataModule):
         self.max_lead_in, self.epoch_batches = max_lead_in, epoch_batches
         self.seed = int(torch.randint(0, 2**31 - 1, ()).item()) if seed is None else seed
         self.eval_batch_size, self.eval_window, self.eval_batches = eval_batch_size, eval_window, eval_batches
-        self.eval_warmup = eval_warmup
+        self.eval_warmup, self.resets = eval_warmup, resets
 
     # ---- the task ---------------------------------------------------------------------------
     @property
     def task(self) -> Task:
-        return Task(self.task_name, input_size=self.bits + 1, output_size=self.bits)
+        return Task(self.task_name, input_size=self.bits + 1, output_size=self.bits, resets=self.resets)
 
     @property
     def x_dim(self) -> int:
-        return self.task.input_size
+        """Input channels: what the network reads, and with `resets` the episode-start flag."""
+        return self.task.input_size + int(self.resets)
 
     @property
     def channels(self) -> int:
-        """x and y side by side: inputs, target bits, loss mask, episode end."""
-        return self.task.input_size + self.task.output_size + 2
+        """x and y side by side: inputs (with `resets`, the episode-start flag), target bits, loss
+        mask, episode end."""
+        return self.x_dim + self.task.output_size + 2
 
     @property
     def has_test(self) -> bool:
@@ -104,6 +112,10 @@ class CopyDataModule(L.LightningDataModule):
         for nr in torch.unique(torch.stack([n, r], 1), dim=0).tolist():  # a few (n, R) groups, built at once
             which = ((n == nr[0]) & (r == nr[1])).nonzero()[:, 0]
             x, y = self.episodes(nr[0], nr[1], len(which), gen)
+            if self.resets:  # the episode-start flag, after the inputs the network reads
+                start = torch.zeros(x.size(0), x.size(1), 1)
+                start[:, 0] = 1.0
+                x = torch.cat([x, start], dim=2)
             index = (starts[which, None] + torch.arange(x.size(1))).reshape(-1)
             out[index] = torch.cat([x, y], dim=2).reshape(-1, self.channels)
         return out
@@ -123,8 +135,14 @@ class CopyDataModule(L.LightningDataModule):
                              self.eval_batches, self.seed + 1, self.eval_warmup)
 
     def probe_batch(self, rows: int, span: int) -> tuple[Tensor, Tensor]:
-        """A held window of `rows` streams, `span` columns, at the current level (true-gradient probe)."""
-        return FixedEpisodes(self._eval_draw, self.x_dim, rows, span, 1, self.seed + 2).grid(rows, span)
+        """A held window of `rows` streams, `span` columns, at the current level (true-gradient probe).
+        Each row starts at its own (fixed) step of its stream, so the probed boundary falls at every
+        phase of an episode across the rows."""
+        lead = int(self.episode_length(torch.tensor(self.level), torch.tensor(getattr(self, "max_repeats", 1))))
+        x, y = FixedEpisodes(self._eval_draw, self.x_dim, rows, span + lead, 1, self.seed + 2).grid(rows, span + lead)
+        start = torch.randint(0, lead + 1, (rows, 1), generator=torch.Generator().manual_seed(self.seed + 3))
+        cols = start + torch.arange(span)
+        return (torch.take_along_dim(x, cols.unsqueeze(-1), dim=1), torch.take_along_dim(y, cols.unsqueeze(-1), dim=1))
 
     def state_dict(self) -> dict:
         return {"level": self.level, "seed": self.seed}
@@ -152,6 +170,7 @@ class RepeatCopyDataModule(CopyDataModule):
         eval_batches: Validation batches; the state is carried across them.
         eval_warmup: Episodes at the start of each validation row that run unscored (see
             `CopyDataModule`); 0 scores every episode.
+        resets: Every episode starts from the zero state (see `CopyDataModule`).
         max_repeats: Largest repeat count R; the input carries R / max_repeats.
     """
 
@@ -160,16 +179,16 @@ class RepeatCopyDataModule(CopyDataModule):
     def __init__(self, batch_size: int = 32, window: int = 60, bits: int = 8, level: int = 1, shorter: float = 0.0,
                  max_lead_in: int = 10, epoch_batches: int = 1000, seed: int | None = None,
                  eval_batch_size: int = 32, eval_window: int = 120, eval_batches: int = 3, eval_warmup: int = 0,
-                 max_repeats: int = 2):
+                 resets: bool = False, max_repeats: int = 2):
         super().__init__(batch_size, window, bits, level, shorter, max_lead_in, epoch_batches, seed,
-                         eval_batch_size, eval_window, eval_batches, eval_warmup)
+                         eval_batch_size, eval_window, eval_batches, eval_warmup, resets)
         if max_repeats <= 0:
             raise UserError(f"data.max_repeats must be positive, got {max_repeats}")
         self.max_repeats = max_repeats
 
     @property
     def task(self) -> Task:
-        return Task(self.task_name, input_size=self.bits + 2, output_size=self.bits + 1)
+        return Task(self.task_name, input_size=self.bits + 2, output_size=self.bits + 1, resets=self.resets)
 
     def episode_length(self, n: Tensor, repeats: Tensor) -> Tensor:
         return n + 1 + repeats * n + 1

@@ -21,6 +21,8 @@ class Task:
             feed-forward bit task (binary addition) the target is just the `output_size` bits.
         classes: > 0: a feed-forward classification task (images): one label per example out of
             this many classes; `output_size` is then the same number.
+        resets: Bit tasks of episodes: inputs carry one more channel after `input_size`, 1 on the
+            first step of each episode, where the network sets the stream's state to zero.
     """
 
     name: str = "chars"
@@ -28,6 +30,7 @@ class Task:
     input_size: int = 0
     output_size: int = 0
     classes: int = 0
+    resets: bool = False
 
     @property
     def kind(self) -> str:

@@ -16,4 +16,4 @@ def build_network(task: Task, embed_dim: int, hidden_size: int, num_layers: int 
                   dropout: float = 0.0) -> CharLSTM | BitLSTM:
     if task.kind == "chars":
         return CharLSTM(len(task.symbols), embed_dim, hidden_size, num_layers, dropout)
-    return BitLSTM(task.input_size, task.output_size, embed_dim, hidden_size, num_layers, dropout)
+    return BitLSTM(task.input_size, task.output_size, embed_dim, hidden_size, num_layers, dropout, task.resets)

@@ -19,6 +19,12 @@ from seqdni.nets.sampling import sample_ids
 LN2 = math.log(2.0)
 
 
+def reset_rows(state: tuple[Tensor, ...], rows: Tensor) -> tuple[Tensor, ...]:
+    """The state with the streams marked in `rows` (B,) bool set to zero, differentiably."""
+    keep = (~rows).to(state[0].dtype).reshape(1, -1, 1)
+    return tuple(t * keep for t in state)
+
+
 class _LSTMNet(nn.Module):
     """Shared core: an nn.LSTM over the whole unroll with an explicit state (h, c)."""
 
@@ -46,18 +52,59 @@ class _LSTMNet(nn.Module):
         """Inputs -> the LSTM's input vectors, by the subclass's `embed`."""
         return self.embed(x)
 
+    def split_resets(self, x: Tensor) -> tuple[Tensor, Tensor | None]:
+        """The inputs and, for a network that resets its state, (B, T) bool: the steps before which
+        each stream's state is set to zero (None: never)."""
+        return x, None
+
     def core(self, x: Tensor, state: tuple[Tensor, Tensor]) -> tuple[Tensor, tuple[Tensor, Tensor]]:
-        """Inputs (B, T, ...) and state -> top-layer outputs (B, T, H) and the new state."""
-        return self.lstm(self.encode(x), state)
+        """Inputs (B, T, ...) and state -> top-layer outputs (B, T, H) and the new state. Where the
+        network resets its state, the fused LSTM runs between the steps at which any stream resets,
+        and the resetting streams' state is zeroed there (so no gradient crosses a reset)."""
+        x, resets = self.split_resets(x)
+        if resets is None:
+            return self.lstm(self.encode(x), state)
+        if self.num_layers == 1:
+            return self._resetting_recurrence(self.encode(x), state, resets)
+        cuts = resets.any(0).nonzero()[:, 0].tolist()  # one host sync per unroll: the steps to cut at
+        e, outs, start = self.encode(x), [], 0
+        for t in cuts + [x.size(1)]:
+            if t > start:
+                out, state = self.lstm(e[:, start:t], state)
+                outs.append(out)
+            if t < x.size(1):
+                state = reset_rows(state, resets[:, t])
+            start = t
+        return torch.cat(outs, dim=1), state
+
+    def _resetting_recurrence(self, e: Tensor, state: tuple[Tensor, Tensor], resets: Tensor
+                              ) -> tuple[Tensor, tuple[Tensor, Tensor]]:
+        """A one-layer LSTM written out step by step (nn.LSTM's gates and order), zeroing each
+        stream's state before the steps `resets` marks: one batched input product, then one
+        product with the recurrent weights per step (no per-step kernel set-up, no host sync)."""
+        lstm = self.lstm
+        pre = F.linear(e, lstm.weight_ih_l0, lstm.bias_ih_l0 + lstm.bias_hh_l0)
+        keep = (~resets).to(e.dtype).unsqueeze(-1)
+        h, c, outs = state[0][0], state[1][0], []
+        for t in range(e.size(1)):
+            h, c = h * keep[:, t], c * keep[:, t]
+            i, f, g, o = torch.addmm(pre[:, t], h, lstm.weight_hh_l0.t()).chunk(4, dim=1)
+            c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
+            h = torch.sigmoid(o) * torch.tanh(c)
+            outs.append(h)
+        return torch.stack(outs, dim=1), (h.unsqueeze(0), c.unsqueeze(0))
 
     def core_steps(self, x: Tensor, state: tuple[Tensor, Tensor]
                    ) -> tuple[Tensor, tuple[Tensor, Tensor], tuple[Tensor, Tensor]]:
         """`core` one step at a time, also returning every step's full state (h, c), each
         (layers, T·B, H) in time-major order. Slower than the fused unroll: only DNI + Aux,
         which reads and predicts at every step, needs it."""
+        x, resets = self.split_resets(x)
         e = self.encode(x)
         outs, hs, cs = [], [], []
         for i in range(e.size(1)):
+            if resets is not None:
+                state = reset_rows(state, resets[:, i])
             o, state = self.lstm(e[:, i : i + 1], state)
             outs.append(o)
             hs.append(state[0])
@@ -75,13 +122,18 @@ class _LSTMNet(nn.Module):
             with torch.set_grad_enabled(graph and torch.is_grad_enabled()):
                 return self.core_steps(x, state)[2]
         with torch.set_grad_enabled(graph and torch.is_grad_enabled()):
+            x, resets = self.split_resets(x)
             e, lstm = self.encode(x), self.lstm
             h_out = out if graph else out.detach()
             h_prev = torch.cat([state[0][-1].unsqueeze(1), h_out[:, :-1]], dim=1)
+            if resets is not None:  # a reset zeroes the state a step starts from
+                h_prev = h_prev * (~resets).unsqueeze(-1).to(h_prev.dtype)
             gates = (F.linear(e, lstm.weight_ih_l0, lstm.bias_ih_l0 + lstm.bias_hh_l0)
                      + F.linear(h_prev, lstm.weight_hh_l0))
             i, f, g, _ = gates.chunk(4, dim=-1)  # nn.LSTM's gate order: input, forget, cell, output
             add, keep = torch.sigmoid(i) * torch.tanh(g), torch.sigmoid(f)
+            if resets is not None:
+                keep = keep * (~resets).unsqueeze(-1).to(keep.dtype)
             c, cs = state[1][-1], []
             for t in range(e.size(1)):
                 c = keep[:, t] * c + add[:, t]
@@ -157,21 +209,28 @@ class BitLSTM(_LSTMNet):
     """Binary vectors in, independent bits out (Copy, Repeat Copy).
 
     Targets `y` are (B, T, output_size + 2): the bits, a loss mask (1 on steps whose
-    output is scored) and an episode-end flag (counts episodes for the metric).
+    output is scored) and an episode-end flag (counts episodes for the metric). With
+    `resets`, inputs carry one more channel after the `input_size` the network reads: 1 on
+    the first step of each episode, before which the stream's state is set to zero.
     """
 
     def __init__(self, input_size: int, output_size: int, embed_dim: int = 128, hidden_size: int = 256,
-                 num_layers: int = 1, dropout: float = 0.0):
+                 num_layers: int = 1, dropout: float = 0.0, resets: bool = False):
         super().__init__(embed_dim, hidden_size, num_layers, dropout, output_size)
-        self.input_size, self.output_size = input_size, output_size
+        self.input_size, self.output_size, self.resets = input_size, output_size, resets
         self.embed = nn.Linear(input_size, embed_dim)
+
+    def split_resets(self, x: Tensor) -> tuple[Tensor, Tensor | None]:
+        if not self.resets:
+            return x, None
+        return x[..., : self.input_size], x[..., self.input_size] > 0
 
     @property
     def cond_size(self) -> int:
         return self.input_size
 
     def condition(self, x_step: Tensor) -> Tensor:
-        return x_step.float()
+        return x_step[..., : self.input_size].float()
 
     def _bce(self, out: Tensor, y: Tensor) -> Tensor:
         bits, mask = y[..., : self.output_size], y[..., self.output_size : self.output_size + 1]

@@ -11,19 +11,22 @@ class Probe:
 
     def __init__(self, every: int, unrolls: int, rows: int, window: int):
         self.every, self.unrolls, self.rows, self.window = every, unrolls, rows, window
-        self.batch = None
+        self.datamodule = None
 
     def setup(self, module, datamodule) -> None:
-        """A held probe window: warm-up over one training window, then `unrolls` unrolls."""
-        if hasattr(datamodule, "probe_batch"):
-            self.batch = datamodule.probe_batch(self.rows, self.window + self.unrolls * module.engine.span)
+        """The data module that gives the probe window: a warm-up over one training window, then
+        `unrolls` unrolls. It is asked at every probe, so a curriculum's current level is probed."""
+        self.datamodule = datamodule if hasattr(datamodule, "probe_batch") else None
 
     def maybe_run(self, module) -> None:
         T = module.engine.span
         step, per_batch = module.global_step, self.window // T
-        if self.batch is None or step // self.every == (step - per_batch) // self.every:
+        if self.datamodule is None or step // self.every == (step - per_batch) // self.every:
             return  # no multiple of `every` crossed this batch
-        x, y = (t.to(module.device) for t in self.batch)
+        batch = self.datamodule.probe_batch(self.rows, self.window + self.unrolls * T)
+        if batch is None:
+            return
+        x, y = (t.to(module.device) for t in batch)
         warm = max(T, x.size(1) - self.unrolls * T)
         result = {k: v.item() for k, v in probe(module.engine, x, y, warm).items()}
         # Straight to the loggers (a sparse metric, not repeated every log step), on the axis every

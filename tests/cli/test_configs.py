@@ -21,6 +21,7 @@ EXPECTED = [
     CONFIG_DIR / "smoke.yaml",
     *(CONFIG_DIR / task / f"{variant}{t}{aux}.yaml" for task in ("copy", "repeat-copy") for t in (2, 3, 4, 5)
       for variant, aux in (("bptt", ""), ("dni", ""), ("dni", "-aux"))),
+    *(CONFIG_DIR / task / "bptt60.yaml" for task in ("copy", "repeat-copy")),  # copy_table.py --upper
     *(CONFIG_DIR / "two-timescale" / f"{regime}.yaml" for regime in ("bptt", "cut", "dni")),
     # scripts/ff_table.py
     *(CONFIG_DIR / "ff" / f"{task}-{variant}.yaml" for task in ("digits", "addition", "mnist")

@@ -87,3 +87,16 @@ def test_validation_set_is_fixed_follows_the_level_and_scores_whole_episodes():
     assert c[0, :, -1].nonzero()[:, 0].tolist() == [6, 13, 20]  # 7-step episodes at level 3
     x, y = dm.probe_batch(2, 30)
     assert x.shape == (2, 30, 9) and y.shape == (2, 30, 10)
+
+
+def test_probe_windows_follow_the_level_and_put_the_rows_out_of_phase():
+    """The probe asks for its window at every probe: at the current level, each row at its own phase,
+    so the probed boundary does not fall at the same step of an episode in every row."""
+    dm = CopyDataModule(level=2, seed=0)
+    x, y = dm.probe_batch(8, 40)
+    assert torch.equal(x, dm.probe_batch(8, 40)[0])  # fixed for a level
+    ends = y[..., -1]
+    assert len({int(e.nonzero()[0, 0]) for e in ends}) > 1  # rows out of phase
+    assert {int(d) for e in ends for d in e.nonzero()[:, 0].diff()} == {5}  # 5-step episodes at level 2
+    dm.level = 4
+    assert {int(d) for e in dm.probe_batch(8, 40)[1][..., -1] for d in e.nonzero()[:, 0].diff()} == {9}

@@ -93,3 +93,31 @@ def test_probe_counts_the_current_episode_only():
 def test_episodic_needs_a_task_with_episodes():
     with pytest.raises(ValueError, match="model.dni.episodic needs a task with episodes"):
         FlatEngine(char_lstm(), T, DNIOptions(episodic=True))
+
+
+def test_with_resets_a_target_stops_at_the_episode_end_without_episodic():
+    """A network that resets its state at each episode start (`data.resets`): J is zero for a stream
+    whose state is reset inside the unroll, so without `episodic` its target keeps no future term (a
+    different M leaves it unchanged), while the other streams' targets still bootstrap on M. An
+    episode that ends on the unroll's last step resets only at the next unroll's first step: there
+    the target still reads M at the boundary, which `episodic` would drop."""
+    x, y = bit_data()
+    starts = torch.zeros(B, x.size(1), 1, dtype=torch.float64)
+    for row, ends in ENDS.items():
+        for step in ends:
+            if step + 1 < x.size(1):
+                starts[row, step + 1] = 1.0
+    x = torch.cat([x, starts], dim=-1)
+
+    def second_target(m_seed: int) -> torch.Tensor:
+        torch.manual_seed(0)
+        net = BitLSTM(BITS + 1, BITS, embed_dim=5, hidden_size=6, resets=True)
+        e = FlatEngine(net, T, DNIOptions(scale=0.3, discount=1.0)).double()
+        randomize(e.net, seed=3, std=0.3)
+        randomize(e.boundary.sg, seed=m_seed, std=0.3)
+        return unroll_all(e, x, y, T)[1].target
+
+    a, b = second_target(5), second_target(6)
+    torch.testing.assert_close(a[0], b[0], rtol=1e-12, atol=1e-14)  # stream 0 resets at step 5, inside 3..5
+    for row in (1, 2, 3):  # no reset inside 3..5 (stream 3's episode ends on step 5: it resets at step 6)
+        assert (a[row] - b[row]).abs().max() > 1e-6

@@ -14,7 +14,7 @@ pytestmark = pytest.mark.slow
 def test_table_script_trains_the_configs_writes_table_and_plots_and_reuses_runs(tmp_path):
     args = ["scripts/copy_table.py", "--steps", "60", "--tasks", "repeat-copy", "--unrolls", "3", "--variants",
             "bptt", "dni", "--out", str(tmp_path / "grid"), "--extra", "--trainer.val_check_interval=2",
-            "--trainer.log_every_n_steps=1"]
+            "--trainer.log_every_n_steps=1", "--model.init_args.hidden_size=16"]  # the shipped configs, a tiny core
     res = run_python(args, ROOT)
     assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-3000:]
     out = tmp_path / "grid"
@@ -43,7 +43,8 @@ def test_dynamics_and_ceiling_scripts_read_a_copy_grid(tmp_path):
     out = tmp_path / "grid"
     res = run_python(["scripts/copy_table.py", "--steps", "40", "--tasks", "copy", "--unrolls", "2", "--variants",
                       "bptt", "dni", "--out", str(out), "--extra", "--trainer.val_check_interval=2",
-                      "--trainer.log_every_n_steps=1", "--model.init_args.probe_every=10"], ROOT)
+                      "--trainer.log_every_n_steps=1", "--model.init_args.probe_every=10",
+                      "--model.init_args.hidden_size=16"], ROOT)
     assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-3000:]
     res = run_python(["scripts/copy_dynamics.py", str(out), "--out", str(tmp_path / "dyn")], ROOT)
     assert res.returncode == 0, res.stderr[-3000:]
@@ -61,5 +62,7 @@ def test_dynamics_and_ceiling_scripts_read_a_copy_grid(tmp_path):
     for key in ("true", "discounted", "episode"):
         assert set(ceiling["results"][key]) == {"M", "mean", "target_norm"} | fits
         assert all(-1 <= ceiling["results"][key][fit]["cosine"] <= 1 for fit in fits)
-    # the current episode's losses are a part of all K unrolls' losses: a smaller gradient
-    assert ceiling["results"]["episode"]["target_norm"] < ceiling["results"]["true"]["target_norm"]
+    # the shipped Copy resets the state at each episode start: the losses of later episodes do not
+    # depend on the boundary state, so the current episode's gradient is the whole future gradient
+    episode, true = ceiling["results"]["episode"]["target_norm"], ceiling["results"]["true"]["target_norm"]
+    assert episode == pytest.approx(true, rel=1e-6) and true > 0

@@ -1,0 +1,71 @@
+"""Wrong bits per episode by the episode's place in its stream, for a Copy or Repeat Copy checkpoint.
+
+Streams of held-out episodes at the checkpoint's level (or `--level`) run from the zero state,
+as validation rows do; episode 0 is the first one after the reset. Where the state runs on across
+episodes (`data.resets: false`), training rows start from the zero state only at an epoch's start,
+so a network can copy well mid-stream yet fail the first episodes after a reset: this is what
+`data.eval_warmup` leaves out of the score, and what `data.resets` removes.
+
+    python scripts/copy_episode_errors.py --ckpt runs/copy/bptt2/version_0/checkpoints/latest.ckpt --out errors.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+import torch
+
+from seqdni.cli.sample import load_checkpoint
+from seqdni.data import CopyDataModule, RepeatCopyDataModule
+from seqdni.data.episodes import FixedEpisodes
+
+
+def episode_errors(net, x: torch.Tensor, y: torch.Tensor) -> list[dict]:
+    """Mean wrong bits per episode at each place in the rows, over the rows that finish it."""
+    k = net.output_size
+    with torch.no_grad():
+        out, _ = net.core(x, net.init_state(x.size(0)))
+        wrong = (((net.logits(out) > 0).to(y.dtype) != y[..., :k]).to(y.dtype) * y[..., k : k + 1]).sum(-1)
+    end = y[..., k + 1]
+    place = end.cumsum(1) - end  # each step's episode, counted from 0 in its row
+    rows = []
+    for i in range(int(place.max().item()) + 1):
+        at = place == i
+        finished = float((end * at).sum())
+        if finished:
+            rows.append({"episode": i, "wrong_bits": float((wrong * at).sum()) / finished, "episodes": int(finished)})
+    return rows
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--ckpt", required=True, help="a Copy or Repeat Copy checkpoint written by seqdni.train")
+    p.add_argument("--level", type=int, help="N of the episodes (default: the checkpoint's level)")
+    p.add_argument("--rows", type=int, default=64)
+    p.add_argument("--span", type=int, default=1200, help="steps per row")
+    p.add_argument("--seed", type=int, default=123)
+    p.add_argument("--out", help="write the results as JSON here")
+    a = p.parse_args(argv)
+    lm = load_checkpoint(a.ckpt)
+    if lm.task.name not in ("copy", "repeat-copy"):
+        raise SystemExit(f"{a.ckpt} was trained on {lm.task.name!r}, not on Copy or Repeat Copy")
+    ckpt = torch.load(a.ckpt, map_location="cpu", weights_only=True)
+    cls = RepeatCopyDataModule if lm.task.name == "repeat-copy" else CopyDataModule
+    level = a.level or int(ckpt[cls.__name__]["level"])
+    dm = cls(level=level, resets=lm.task.resets)
+    x, y = FixedEpisodes(dm._eval_draw, dm.x_dim, a.rows, a.span, 1, a.seed).grid(a.rows, a.span)
+    rows = episode_errors(lm.net.eval(), x, y)
+    print(f"{a.ckpt}: {lm.task.name}, N = {level}, {a.rows} rows of {a.span} steps from the zero state")
+    print("| episode in the row | wrong bits per episode | episodes |\n|---:|---:|---:|")
+    for r in rows:
+        if r["episode"] < 6 or r["episode"] % 10 == 0:
+            print(f"| {r['episode']} | {r['wrong_bits']:.3f} | {r['episodes']} |")
+    if a.out:
+        with open(a.out, "w") as f:
+            json.dump({"ckpt": a.ckpt, "task": lm.task.name, "level": level, "rows": a.rows, "span": a.span,
+                       "seed": a.seed, "by_episode": rows}, f, indent=2)
+
+
+if __name__ == "__main__":
+    main()
