@@ -157,6 +157,7 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
     p.add_argument("--upper", action="store_true",
                    help=f"also the upper bound per task: BPTT with T = {UPPER}, the whole window (bptt{UPPER}.yaml)")
+    p.add_argument("--upper-seeds", type=int, help="seeds 1..K of the upper bound (default: --seeds)")
     p.add_argument("--extra", nargs=argparse.REMAINDER, default=[],
                    help="further arguments for every run, e.g. --extra --model.hidden_size=128")
     a = p.parse_args(argv)
@@ -166,7 +167,7 @@ def main(argv: list[str] | None = None) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     grid = [(task, v, t, s) for task in a.tasks for t in a.unrolls for v in a.variants for s in range(1, a.seeds + 1)]
     if a.upper:
-        grid += [(task, "bptt", UPPER, s) for task in a.tasks for s in range(1, a.seeds + 1)]
+        grid += [(task, "bptt", UPPER, s) for task in a.tasks for s in range(1, (a.upper_seeds or a.seeds) + 1)]
     start = time.time()
     with ThreadPoolExecutor(a.jobs) as pool:
         results = list(pool.map(lambda g: run_one(*g, a.steps, out, a.extra), grid))
