@@ -8,7 +8,8 @@ For each method (`bptt`, `dni`) of a Copy config, three variants train on the sa
   curriculum, so only the training step is timed);
 - `engine`: the same engine driven by `seqdni.engines.Steps` in a Python loop (no Lightning);
 - `plain`: a minimal loop over the same network: core, loss, backward, clip, Adam, and for DNI
-  the synthetic-gradient moves of `seqdni.dni.Interface` written out (README).
+  the synthetic-gradient moves of `seqdni.dni.Interface` written out (README), with the target's
+  extra future term where the config asks for it (γ ≠ α, or `episodic`).
 
 The variants alternate in ABBA order over `--repeats`; medians and the ratios seqdni/plain and
 seqdni/engine are reported (goal for seqdni/plain: 0.95).
@@ -98,6 +99,7 @@ def run_engine(method: str, args) -> float:
 def run_plain(method: str, args) -> float:
     model, dm, _ = build(method, args.seed)
     net, T, sg = model.engine.net, model.engine.span, model.engine.boundary  # a fresh model, used alone
+    dni = model.engine.dni
     opt, params = adam(list(net.parameters()), lr=model.engine.lr), list(net.parameters())
     sg_opt = adam(list(sg.parameters()), lr=sg.opts.lr) if sg is not None else None
     state, t0, boundary = None, None, False
@@ -109,15 +111,23 @@ def run_plain(method: str, args) -> float:
             s_t = detach_state(state, requires_grad=sg is not None and boundary)
             out, end = net.core(xs, s_t)
             loss = net.loss(out, ys)
+            learn = sg is not None and boundary
+            second = learn and dni.second_pass  # γ ≠ α or `episodic`: the target's extra future term
             if sg is not None:  # inject M(s_{t+T}); after backward, M learns on s_t's bootstrapped target
                 n, flat_end = ys.numel() // ys.size(-1), flatten_state(end)
-                loss = loss + sg.inject(flat_end, sg.predict(flat_end, batch_dim=0), n, batch_dim=0)
-            loss.backward()
+                g = sg.predict(flat_end, batch_dim=0)
+                loss = loss + sg.inject(flat_end, g, n, batch_dim=0)
+            loss.backward(retain_graph=second)
+            if learn:
+                target = sg.target([s_t], n)
+                if second:
+                    ended = net.episode_ends(ys) if dni.episodic else torch.zeros(ys.size(0), dtype=torch.bool)
+                    target = target + sg.remainder(end, g, s_t, discount=dni.gamma * (~ended).to(g.dtype))
             torch.nn.utils.clip_grad_norm_(params, model.engine.clip)
             opt.step()
             opt.zero_grad(set_to_none=True)
-            if sg is not None and boundary:
-                sg_loss, _ = sg.learn(flatten_state(s_t).detach(), sg.target([s_t], n))
+            if learn:
+                sg_loss, _ = sg.learn(flatten_state(s_t).detach(), target)
                 sg_loss.backward()
                 torch.nn.utils.clip_grad_norm_(list(sg.parameters()), sg.opts.clip)
                 sg_opt.step()

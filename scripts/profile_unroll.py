@@ -72,7 +72,8 @@ def main(argv: list[str] | None = None) -> None:
         print(f"\n## {name}: {r['total_ms_per_update']:.1f} ms of self CPU time per update (profiled)\n")
         print("| operator | input shapes | ms / update | calls / update |\n|---|---|---:|---:|")
         for row in r["top"]:
-            print(f"| {row['op']} | {row['shapes'][:80]} | {row['ms_per_update']:.2f} | {row['calls_per_update']:.0f} |")
+            ms, calls = row["ms_per_update"], row["calls_per_update"]
+            print(f"| {row['op']} | {row['shapes'][:80]} | {ms:.2f} | {calls:.0f} |")
     if args.out:
         with open(args.out, "w") as f:
             json.dump({"config": vars(args), "threads": torch.get_num_threads(), "variants": results}, f, indent=2)

@@ -113,7 +113,7 @@ class Carry:
     kept: Kept | None = None
     boundary: bool = False
     prediction: Tensor | None = None  # M(s_t) with its graph (`DNIOptions.reuse`); never checkpointed
-    graph: Tensor | None = None  # the last unroll's every-step states with their graph (`aux_keep_graph`); never checkpointed
+    graph: Tensor | None = None  # last unroll's every-step states, with graph (`aux_keep_graph`); not checkpointed
 
     def to(self, device: torch.device) -> Carry:
         kept = None if self.kept is None else self.kept.to(device)

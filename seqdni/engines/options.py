@@ -1,0 +1,84 @@
+"""The settings of DNI in the flat engine (`FlatEngine`): a boundary interface's options plus the
+engine's own (conditional M, the kept core step, DNI + Aux, reuse, episodes)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from seqdni.dni import BoundaryOptions
+from seqdni.errors import UserError
+
+
+@dataclass
+class DNIOptions(BoundaryOptions):
+    """Synthetic gradients at the truncation boundaries of the flat engine (unset: plain TBPTT).
+
+    Args:
+        hidden: Width of the synthetic-gradient model's hidden layer; 0 makes it linear.
+        scale: Factor on M's output before it is injected into the core's backward pass.
+            0.1 keeps an untrained M from dominating the true in-unroll gradient.
+        lr: Learning rate of M's own Adam optimiser.
+        clip: Gradient-norm clip of M (separate from the core's clip); 0 disables.
+        rank: > 0: M (and, under Aux, Â) is a linear map of this rank (cheaper than d × d); 0: full rank.
+        squash: M reads tanh of the state, element-wise, so its prediction stays bounded however
+            large the state grows (a cell state that integrates would otherwise drag M with it).
+        discount: γ, the factor on the future term of the bootstrapped target (unset: γ = α);
+            M learns the future gradient with unroll k ahead weighted γ^k. γ ≠ α costs one more
+            vector-Jacobian product with respect to the states.
+        scale_target: The earlier switch for γ (true: γ = α, false: γ = 1); give `discount`.
+        conditional: M also reads the next input (the first one after the boundary).
+        train_core: The regression loss also trains the kept core step that produced
+            s_t, not only M. Its gradient is added after the core's clip.
+        aux_weight: DNI + Aux when > 0: every step also predicts the synthetic gradient
+            emitted T steps later, Â(s_τ) ≈ M(s_{τ+T}), with this loss weight. The targets of
+            an unroll's steps are known one unroll later, when that unroll is recomputed step by
+            step with the current parameters (the fused nn.LSTM returns the full state (h, c)
+            at the unroll's end only). The auxiliary loss is part of the core's objective, so
+            the core's clip sees it.
+        aux_keep_graph: DNI + Aux without the step-by-step recomputation: each unroll runs the
+            fused core on copies of the core's weights and keeps the graph of its every-step
+            states until the next unroll, whose auxiliary loss is backpropagated through it. The
+            auxiliary gradient is then taken at the weights of one update before (the copies);
+            the unroll's own loss and the injection are not affected. Memory is the same (2T
+            steps held); after a resume the first unroll recomputes the previous one with the
+            current weights, as without this option. Not with DDP.
+        reuse: Evaluate M once per boundary: M(s_{t+T}), computed with its graph for the
+            injection, is kept and trained one unroll later as the prediction M(s_t), instead of
+            evaluating M on that state again (one of M's three matrix products per unroll saved).
+            The kept prediction was made before M's last update, so its regression gradient is
+            taken at parameters one update old (for a linear M, 2·(W_old s_t - target)·s_tᵀ).
+            Needs a linear M (`hidden` 0), without Aux, `train_core` or DDP; after a resume the
+            first boundary evaluates M afresh.
+        episodic: Where the task marks episode ends (Copy, Repeat Copy), a target does not
+            bootstrap across one: for a stream whose episode ends inside the unroll, the target of
+            M(s_t) keeps the unroll's own losses and drops the future term γ Jᵀ M(s_{t+T}) (a
+            terminal state, as in TD learning). M then learns the gradient of the rest of the
+            current episode, which stays finite at γ = 1 on endless streams. Costs one more
+            vector-Jacobian product with respect to the states. The core still receives the
+            injection at every boundary; losses of the next episode inside the same unroll (at
+            most T - 1 steps) stay in the target.
+    """
+
+    conditional: bool = False
+    train_core: bool = False
+    aux_weight: float = 0.0
+    aux_keep_graph: bool = False
+    reuse: bool = False
+    episodic: bool = False
+
+    @property
+    def second_pass(self) -> bool:
+        return super().second_pass or self.episodic
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.aux_weight < 0:
+            raise UserError(f"model.dni.aux_weight must be >= 0, got {self.aux_weight}")
+        if self.aux_keep_graph and self.aux_weight <= 0:
+            raise UserError("model.dni.aux_keep_graph keeps a graph for the auxiliary loss of DNI + Aux, which "
+                            "model.dni.aux_weight 0 turns off; set model.dni.aux_weight > 0 or unset aux_keep_graph")
+        clash = [k for k, on in (("hidden", self.hidden > 0), ("rank", self.rank > 0),
+                                 ("aux_weight", self.aux_weight > 0), ("train_core", self.train_core)) if on]
+        if self.reuse and clash:
+            raise UserError(f"model.dni.reuse keeps M's graph across M's update, which only a full-rank linear M "
+                            f"without Aux or train_core allows; unset model.dni.{clash[0]} or model.dni.reuse")
