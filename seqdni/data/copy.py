@@ -41,6 +41,7 @@ class CopyDataModule(L.LightningDataModule):
     """
 
     task_name = "copy"
+    max_repeats = 1  # Copy outputs its block once
 
     def __init__(self, batch_size: int = 32, window: int = 60, bits: int = 8, level: int = 1, shorter: float = 0.0,
                  max_lead_in: int = 10, epoch_batches: int = 1000, seed: int | None = None,
@@ -138,7 +139,7 @@ class CopyDataModule(L.LightningDataModule):
         """A held window of `rows` streams, `span` columns, at the current level (true-gradient probe).
         Each row starts at its own (fixed) step of its stream, so the probed boundary falls at every
         phase of an episode across the rows."""
-        lead = int(self.episode_length(torch.tensor(self.level), torch.tensor(getattr(self, "max_repeats", 1))))
+        lead = int(self.episode_length(torch.tensor(self.level), torch.tensor(self.max_repeats)))  # the longest
         x, y = FixedEpisodes(self._eval_draw, self.x_dim, rows, span + lead, 1, self.seed + 2).grid(rows, span + lead)
         start = torch.randint(0, lead + 1, (rows, 1), generator=torch.Generator().manual_seed(self.seed + 3))
         cols = start + torch.arange(span)

@@ -59,23 +59,15 @@ class _LSTMNet(nn.Module):
 
     def core(self, x: Tensor, state: tuple[Tensor, Tensor]) -> tuple[Tensor, tuple[Tensor, Tensor]]:
         """Inputs (B, T, ...) and state -> top-layer outputs (B, T, H) and the new state. Where the
-        network resets its state, the fused LSTM runs between the steps at which any stream resets,
-        and the resetting streams' state is zeroed there (so no gradient crosses a reset)."""
-        x, resets = self.split_resets(x)
+        network resets its state, the resetting streams' state is zeroed before the marked steps
+        (so no gradient crosses a reset): a written-out recurrence for one layer, the step-by-step
+        core for deeper networks, since the fused kernel cannot zero rows between its steps."""
+        x_in, resets = self.split_resets(x)
         if resets is None:
-            return self.lstm(self.encode(x), state)
+            return self.lstm(self.encode(x_in), state)
         if self.num_layers == 1:
-            return self._resetting_recurrence(self.encode(x), state, resets)
-        cuts = resets.any(0).nonzero()[:, 0].tolist()  # one host sync per unroll: the steps to cut at
-        e, outs, start = self.encode(x), [], 0
-        for t in cuts + [x.size(1)]:
-            if t > start:
-                out, state = self.lstm(e[:, start:t], state)
-                outs.append(out)
-            if t < x.size(1):
-                state = reset_rows(state, resets[:, t])
-            start = t
-        return torch.cat(outs, dim=1), state
+            return self._resetting_recurrence(self.encode(x_in), state, resets)
+        return self.core_steps(x, state)[:2]
 
     def _resetting_recurrence(self, e: Tensor, state: tuple[Tensor, Tensor], resets: Tensor
                               ) -> tuple[Tensor, tuple[Tensor, Tensor]]:
@@ -118,22 +110,22 @@ class _LSTMNet(nn.Module):
         batched gate product and an elementwise scan (no step-by-step LSTM call). Deeper LSTMs
         run step by step. Without `graph`, values only; with it, both keep their graph to the
         parameters and to `out` (so a loss on them reaches the core as through `core_steps`)."""
-        if self.num_layers > 1:
-            with torch.set_grad_enabled(graph and torch.is_grad_enabled()):
-                return self.core_steps(x, state)[2]
         with torch.set_grad_enabled(graph and torch.is_grad_enabled()):
+            if self.num_layers > 1:
+                return self.core_steps(x, state)[2]
             x, resets = self.split_resets(x)
             e, lstm = self.encode(x), self.lstm
             h_out = out if graph else out.detach()
             h_prev = torch.cat([state[0][-1].unsqueeze(1), h_out[:, :-1]], dim=1)
-            if resets is not None:  # a reset zeroes the state a step starts from
-                h_prev = h_prev * (~resets).unsqueeze(-1).to(h_prev.dtype)
+            live = None if resets is None else (~resets).unsqueeze(-1).to(h_prev.dtype)  # 0: a reset before the step
+            if live is not None:  # a reset zeroes the state a step starts from
+                h_prev = h_prev * live
             gates = (F.linear(e, lstm.weight_ih_l0, lstm.bias_ih_l0 + lstm.bias_hh_l0)
                      + F.linear(h_prev, lstm.weight_hh_l0))
             i, f, g, _ = gates.chunk(4, dim=-1)  # nn.LSTM's gate order: input, forget, cell, output
             add, keep = torch.sigmoid(i) * torch.tanh(g), torch.sigmoid(f)
-            if resets is not None:
-                keep = keep * (~resets).unsqueeze(-1).to(keep.dtype)
+            if live is not None:
+                keep = keep * live
             c, cs = state[1][-1], []
             for t in range(e.size(1)):
                 c = keep[:, t] * c + add[:, t]

@@ -59,8 +59,8 @@ def test_no_gradient_crosses_an_episode_start():
 
 
 def test_the_written_out_recurrence_is_the_lstm_split_at_the_resets():
-    """One layer with resets runs a written-out recurrence; it equals nn.LSTM run between the resets
-    (the path of deeper networks), outputs, state and gradients."""
+    """One layer with resets runs a written-out recurrence; it equals nn.LSTM run between the resets,
+    outputs, state and gradients."""
     _, net, x, y = streams(span=20, level=2)
     s0 = tuple(torch.randn_like(t).requires_grad_() for t in net.init_state(x.size(0)))
     xs, resets = net.split_resets(x)
