@@ -7,7 +7,10 @@ With --upper, each task also gets the upper-bound row: BPTT over the whole 60-st
 
 Each run is `python -m seqdni.train --config configs/<task>/<name>.yaml --trainer.max_steps S
 --seed_everything k`, logged under OUT/<task>/<name>/seed<k>. A run that finished with the same
-step budget is reused when the script is run again. Writes OUT/results.json, OUT/table.md (our
+step budget is reused when the script is run again; one that finished with a smaller budget is
+continued from its `latest.ckpt` to the new one (`--ckpt_path`: the same run, since the shipped
+Copy configs keep a constant learning rate, so the curve up to the old budget is kept). Writes
+OUT/results.json, OUT/table.md (our
 score, the mean over seeds, beside the paper's), one PNG of N against steps per run
 (OUT/plots/) and one per task with every run and its validation error (OUT/<task>.png).
 """
@@ -40,35 +43,53 @@ def config_name(variant: str, unroll: int) -> str:
     return f"dni{unroll}-aux" if variant == "dni-aux" else f"{variant}{unroll}"
 
 
+def train_command(task: str, name: str, seed: int, steps: int, out: Path, extra: list[str]) -> list[str]:
+    config = ROOT / "configs" / task / f"{name}.yaml"
+    return [sys.executable, "-m", "seqdni.train", "--config", str(config), f"--trainer.max_steps={steps}",
+            f"--seed_everything={seed}", f"--trainer.logger.init_args.save_dir={out / task}",
+            f"--trainer.logger.init_args.name={name}", f"--trainer.logger.init_args.version=seed{seed}",
+            "--trainer.enable_progress_bar=false", *extra]
+
+
 def run_one(task: str, variant: str, unroll: int, seed: int, steps: int, out: Path, extra: list[str]) -> dict:
     name = config_name(variant, unroll)
     log_dir = out / task / name / f"seed{seed}"
     key = {"task": task, "variant": variant, "unroll": unroll, "seed": seed, "steps": steps, "extra": extra}
     done = log_dir / "done.json"
+    resume, earlier = [], None
     if done.is_file():
         result = json.loads(done.read_text())
         if all(result.get(k) == v for k, v in key.items()):
             return {**result, "reused": True}
-    config = ROOT / "configs" / task / f"{name}.yaml"
-    cmd = [sys.executable, "-m", "seqdni.train", "--config", str(config), f"--trainer.max_steps={steps}",
-           f"--seed_everything={seed}", f"--trainer.logger.init_args.save_dir={out / task}",
-           f"--trainer.logger.init_args.name={name}", f"--trainer.logger.init_args.version=seed{seed}",
-           "--trainer.enable_progress_bar=false", *extra]
+        earlier = continuation(result, key, log_dir)
+        resume = [f"--ckpt_path={log_dir / 'checkpoints' / 'latest.ckpt'}"] if earlier else []
+    cmd = train_command(task, name, seed, steps, out, [*extra, *resume])
     log_dir.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
     start = time.time()
-    with open(log_dir / "stdout.txt", "w") as log:
+    with open(log_dir / "stdout.txt", "a" if resume else "w") as log:
         rc = subprocess.run(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT).returncode
     curriculum = log_dir / "curriculum.json"
     record = json.loads(curriculum.read_text()) if curriculum.is_file() else {"solved": None, "history": []}
-    result = {**key, "method": variant, "returncode": rc, "seconds": round(time.time() - start, 1),
-              "solved": record["solved"],
+    seconds = time.time() - start + (earlier["seconds"] if earlier else 0)  # a continued run counts both parts
+    result = {**key, "method": variant, "returncode": rc, "seconds": round(seconds, 1), "solved": record["solved"],
               "history": record["history"], "command": " ".join(cmd[1:])}
+    if earlier:
+        result["continued_from"] = earlier["steps"]
     if rc == 0:
         done.write_text(json.dumps(result))
     print(f"{task:12s} {name:9s} seed {seed}: N = {result['solved']} ({result['seconds']:.0f} s, rc {rc})",
           flush=True)
     return result
+
+
+def continuation(finished: dict, key: dict, log_dir: Path) -> dict | None:
+    """The finished run to continue: one that differs from `key` only in a smaller step budget and
+    left its checkpoint (else None)."""
+    same = all(finished.get(k) == v for k, v in key.items() if k != "steps")
+    if same and finished["steps"] < key["steps"] and (log_dir / "checkpoints" / "latest.ckpt").is_file():
+        return finished
+    return None
 
 
 def mean_solved(results: list[dict], task: str, variant: str, unroll: int) -> float | None:

@@ -35,6 +35,14 @@ def test_table_script_trains_the_configs_writes_table_and_plots_and_reuses_runs(
     assert (out / "repeat-copy.png").stat().st_size > 0 and len(list((out / "plots").glob("*.png"))) == 2
     again = run_python(args, ROOT)
     assert again.returncode == 0 and all(r["reused"] for r in json.loads((out / "results.json").read_text())["runs"])
+    # a larger budget continues each run from its checkpoint: the curve so far is kept, not retrained
+    longer = run_python([*args[:2], "90", *args[3:]], ROOT)
+    assert longer.returncode == 0, longer.stdout[-2000:] + longer.stderr[-3000:]
+    runs = json.loads((out / "results.json").read_text())["runs"]
+    for before, after in zip(summary["runs"], runs):
+        assert after["steps"] == 90 and after["continued_from"] == 60 and "--ckpt_path=" in after["command"]
+        assert after["history"][:len(before["history"])] == before["history"]
+        assert before["history"][-1]["step"] < after["history"][-1]["step"] <= 90
 
 
 def test_dynamics_and_ceiling_scripts_read_a_copy_grid(tmp_path):
