@@ -159,6 +159,7 @@ def plots(results: list[dict], out: Path, tasks, unrolls, variants) -> None:
                 axes[1][col].plot([x["step"] for x in h], [max(x["bits_error"], 1e-3) for x in h], lw=0.8, **style)
             axes[0][col].set(title=f"{task}, T = {t}")
             axes[1][col].set(xlabel="optimiser steps", yscale="log")
+            axes[1][col].xaxis.set_major_formatter(lambda x, _: f"{x / 1000:g}k" if x else "0")  # 27k, not 27000
         axes[0][0].set_ylabel("largest N solved")
         axes[1][0].set_ylabel("bits wrong per episode\nat the current N")
         axes[0][0].legend(fontsize=7)
