@@ -8,8 +8,9 @@ With --upper, each task also gets the upper-bound row: BPTT over the whole 60-st
 Each run is `python -m seqdni.train --config configs/<task>/<name>.yaml --trainer.max_steps S
 --seed_everything k`, logged under OUT/<task>/<name>/seed<k>. A run that finished with the same
 step budget is reused when the script is run again; one that finished with a smaller budget is
-continued from its `latest.ckpt` to the new one (`--ckpt_path`: the same run, since the shipped
-Copy configs keep a constant learning rate, so the curve up to the old budget is kept). Writes
+continued from its `latest.ckpt` to the new one when its learning rate is constant, as in the
+shipped configs (`--ckpt_path`: the same run, so the curve up to the old budget is kept; a resume
+with settings that differ from the checkpoint's is refused by `seqdni.train`). Writes
 OUT/results.json, OUT/table.md (our
 score, the mean over seeds, beside the paper's), one PNG of N against steps per run
 (OUT/plots/) and one per task with every run and its validation error (OUT/<task>.png).
@@ -61,6 +62,9 @@ def run_one(task: str, variant: str, unroll: int, seed: int, steps: int, out: Pa
         result = json.loads(done.read_text())
         if all(result.get(k) == v for k, v in key.items()):
             return {**result, "reused": True}
+        if result.get("steps", 0) > steps:
+            sys.exit(f"{log_dir} holds a finished run of {result['steps']} steps, more than --steps {steps}: "
+                     "give --steps of at least that, or another --out")
         earlier = continuation(result, key, log_dir)
         resume = [f"--ckpt_path={log_dir / 'checkpoints' / 'latest.ckpt'}"] if earlier else []
     cmd = train_command(task, name, seed, steps, out, [*extra, *resume])
@@ -74,8 +78,8 @@ def run_one(task: str, variant: str, unroll: int, seed: int, steps: int, out: Pa
     seconds = time.time() - start + (earlier["seconds"] if earlier else 0)  # a continued run counts both parts
     result = {**key, "method": variant, "returncode": rc, "seconds": round(seconds, 1), "solved": record["solved"],
               "history": record["history"], "command": " ".join(cmd[1:])}
-    if earlier:
-        result["continued_from"] = earlier["steps"]
+    if earlier:  # the budgets of the earlier legs
+        result["continued_from"] = [*earlier.get("continued_from", []), earlier["steps"]]
     if rc == 0:
         done.write_text(json.dumps(result))
     print(f"{task:12s} {name:9s} seed {seed}: N = {result['solved']} ({result['seconds']:.0f} s, rc {rc})",
@@ -88,8 +92,18 @@ def continuation(finished: dict, key: dict, log_dir: Path) -> dict | None:
     left its checkpoint (else None)."""
     same = all(finished.get(k) == v for k, v in key.items() if k != "steps")
     if same and finished["steps"] < key["steps"] and (log_dir / "checkpoints" / "latest.ckpt").is_file():
-        return finished
+        return finished if constant_lr(log_dir) else None
     return None
+
+
+def constant_lr(log_dir: Path) -> bool:
+    """Whether the run's saved config keeps its learning rate constant (a schedule over max_steps would
+    make a continued run differ from one started with the larger budget)."""
+    import yaml
+
+    config = log_dir / "config.yaml"
+    init = (yaml.safe_load(config.read_text()) or {}).get("model", {}).get("init_args", {}) if config.is_file() else {}
+    return init.get("lr_schedule", "constant") == "constant"
 
 
 def mean_solved(results: list[dict], task: str, variant: str, unroll: int) -> float | None:

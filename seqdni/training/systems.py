@@ -53,8 +53,6 @@ class SeqModel(SeqModule):
         hidden_size: LSTM units per layer.
         num_layers: LSTM layers.
         dropout: Dropout on the LSTM output (and between layers).
-        forget_bias: Initial bias of the LSTM's forget gates (unset: nn.LSTM's uniform
-            initialisation, about 0); 1.0 makes a fresh cell keep 73% of its state per step.
         lr: Adam learning rate of the network.
         weight_decay: Adam weight decay of the network.
         clip: Gradient-norm clip of the network (its own gradients only); 0 disables.
@@ -64,13 +62,15 @@ class SeqModel(SeqModule):
         probe_every: Run the true-gradient probe every this many optimiser steps (0: never).
         probe_unrolls: Unrolls of true BPTT behind the probe's boundary.
         probe_rows: Streams in the probe batch.
+        forget_bias: Initial bias of the LSTM's forget gates (unset: nn.LSTM's uniform
+            initialisation, about 0); 1.0 makes a fresh cell keep 73% of its state per step.
     """
 
     def __init__(self, task: Task, window: int = 120, unroll: int = 8, embed_dim: int = 128, hidden_size: int = 256,
-                 num_layers: int = 1, dropout: float = 0.0, forget_bias: float | None = None, lr: float = 2e-3,
-                 weight_decay: float = 0.0, clip: float = 1.0, lr_schedule: Literal["constant", "cosine"] = "constant",
-                 warmup_steps: int = 0, dni: DNIOptions | None = None, probe_every: int = 0, probe_unrolls: int = 8,
-                 probe_rows: int = 16):
+                 num_layers: int = 1, dropout: float = 0.0, lr: float = 2e-3, weight_decay: float = 0.0,
+                 clip: float = 1.0, lr_schedule: Literal["constant", "cosine"] = "constant", warmup_steps: int = 0,
+                 dni: DNIOptions | None = None, probe_every: int = 0, probe_unrolls: int = 8, probe_rows: int = 16,
+                 forget_bias: float | None = None):
         super().__init__()
         if unroll <= 0:
             raise UserError(f"model.unroll must be a positive number of steps, got {unroll}")

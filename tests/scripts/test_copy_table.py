@@ -40,7 +40,7 @@ def test_table_script_trains_the_configs_writes_table_and_plots_and_reuses_runs(
     assert longer.returncode == 0, longer.stdout[-2000:] + longer.stderr[-3000:]
     runs = json.loads((out / "results.json").read_text())["runs"]
     for before, after in zip(summary["runs"], runs):
-        assert after["steps"] == 90 and after["continued_from"] == 60 and "--ckpt_path=" in after["command"]
+        assert after["steps"] == 90 and after["continued_from"] == [60] and "--ckpt_path=" in after["command"]
         assert after["history"][:len(before["history"])] == before["history"]
         assert before["history"][-1]["step"] < after["history"][-1]["step"] <= 90
 
