@@ -57,7 +57,7 @@ def run_one(task: str, variant: str, unroll: int, seed: int, steps: int, out: Pa
     log_dir = out / task / name / f"seed{seed}"
     key = {"task": task, "variant": variant, "unroll": unroll, "seed": seed, "steps": steps, "extra": extra}
     done = log_dir / "done.json"
-    resume, earlier = [], None
+    earlier = None
     if done.is_file():
         result = json.loads(done.read_text())
         if all(result.get(k) == v for k, v in key.items()):
@@ -66,12 +66,12 @@ def run_one(task: str, variant: str, unroll: int, seed: int, steps: int, out: Pa
             sys.exit(f"{log_dir} holds a finished run of {result['steps']} steps, more than --steps {steps}: "
                      "give --steps of at least that, or another --out")
         earlier = continuation(result, key, log_dir)
-        resume = [f"--ckpt_path={log_dir / 'checkpoints' / 'latest.ckpt'}"] if earlier else []
+    resume = [f"--ckpt_path={log_dir / 'checkpoints' / 'latest.ckpt'}"] if earlier else []
     cmd = train_command(task, name, seed, steps, out, [*extra, *resume])
     log_dir.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
     start = time.time()
-    with open(log_dir / "stdout.txt", "a" if resume else "w") as log:
+    with open(log_dir / "stdout.txt", "a" if earlier else "w") as log:
         rc = subprocess.run(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT).returncode
     curriculum = log_dir / "curriculum.json"
     record = json.loads(curriculum.read_text()) if curriculum.is_file() else {"solved": None, "history": []}
