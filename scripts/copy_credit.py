@@ -44,9 +44,9 @@ def weight_grad(value: torch.Tensor, params: list[torch.Tensor]) -> torch.Tensor
     return torch.cat([(g if g is not None else torch.zeros_like(p)).flatten() for g, p in zip(grads, params)])
 
 
-def unroll_gradients(lm, x, y, start, at: int, K: int) -> dict[str, torch.Tensor]:
-    """g_in, g_miss, g_sg (sum units) for the unroll [at - T, at) that starts from `start`, and the
-    state-space δ_t, M(s_t)."""
+def unroll_gradients(lm, x, y, start, at: int, K: int) -> tuple[dict[str, torch.Tensor], tuple[torch.Tensor, ...]]:
+    """g_in, g_miss, g_sg and the shuffled control (sum units) for the unroll [at - T, at) that
+    starts from `start`, with the state-space δ_t and M(s_t); and the state s_t, detached."""
     net, T = lm.net, lm.engine.span
     n = x.size(0) * T  # the mean loss runs over B·T positions; sum units multiply by it
     params = [p for p in net.parameters() if p.requires_grad]
