@@ -46,15 +46,21 @@ def regression_loss(prediction: Tensor, target: Tensor) -> Tensor:
 
 
 def true_future_gradient(unroll: Callable[[State, object], tuple[Tensor, State]], state: State,
-                         chunks: Iterable[object], batch_dim: int = 1) -> Tensor:
+                         chunks: Iterable[object], batch_dim: int = 1, bootstrap: Tensor | None = None) -> Tensor:
     """The gradient a synthetic gradient stands in for: BPTT from `state` through the
-    unrolls `chunks`, δ = ∂(Σ_j loss_j)/∂s. `unroll(state, chunk) -> (loss, new_state)`."""
+    unrolls `chunks`, δ = ∂(Σ_j loss_j)/∂s. `unroll(state, chunk) -> (loss, new_state)`.
+
+    With `bootstrap` (rows of the flattened state), the n-step bootstrapped target instead:
+    δ = ∂(Σ_j loss_j + < stopgrad(bootstrap), s_end >)/∂s, the true gradient over the chunks
+    plus J_nᵀ · bootstrap, J_n = ∂s_end/∂s (M(s_end), discounted, in place of what lies beyond)."""
     leaf = detach_state(state, requires_grad=True)
     with torch.enable_grad():
         total, s = None, leaf
         for chunk in chunks:
             loss, s = unroll(s, chunk)
             total = loss if total is None else total + loss
+        if bootstrap is not None:
+            total = total + boundary_injection(s, bootstrap, 1.0, batch_dim)
         grads = torch.autograd.grad(total, as_tuple(leaf), allow_unused=True)
     return flatten_state(tuple(g if g is not None else torch.zeros_like(t) for g, t in zip(grads, as_tuple(leaf))),
                          batch_dim)

@@ -95,13 +95,25 @@ class Steps:
 
 @dataclass
 class Kept:
-    """The input of steps an engine recomputes one unroll later: the state before them, their inputs."""
+    """The input of steps an engine recomputes later: the state before them, their inputs (and, for
+    an n-step target, their targets)."""
 
     state: tuple[Tensor, ...]
     inputs: Tensor
+    targets: Tensor | None = None
 
     def to(self, device: torch.device) -> Kept:
-        return Kept(tuple(t.to(device) for t in self.state), self.inputs.to(device))
+        y = None if self.targets is None else self.targets.to(device)
+        return Kept(tuple(t.to(device) for t in self.state), self.inputs.to(device), y)
+
+    def state_dict(self, gather: Gather) -> dict:
+        saved = {"state": [gather(t) for t in self.state], "x": gather(self.inputs)}
+        return saved if self.targets is None else {**saved, "y": gather(self.targets)}
+
+    @classmethod
+    def from_state_dict(cls, saved: dict, rank: int) -> Kept:
+        y = saved.get("y")
+        return cls(tuple(t[rank] for t in saved["state"]), saved["x"][rank], None if y is None else y[rank])
 
 
 @dataclass
@@ -114,23 +126,27 @@ class Carry:
     boundary: bool = False
     prediction: Tensor | None = None  # M(s_t) with its graph (`DNIOptions.reuse`); never checkpointed
     graph: Tensor | None = None  # last unroll's every-step states, with graph (`aux_keep_graph`); not checkpointed
+    history: tuple[Kept, ...] = ()  # n-step targets: the last n - 1 unrolls, oldest first (`target_unrolls`)
 
     def to(self, device: torch.device) -> Carry:
         kept = None if self.kept is None else self.kept.to(device)
-        return type(self)(tuple(t.to(device) for t in self.state), kept, self.boundary)  # graphs are not moved
+        history = tuple(h.to(device) for h in self.history)
+        return type(self)(tuple(t.to(device) for t in self.state), kept, self.boundary,
+                          history=history)  # graphs are not moved
 
     def state_dict(self, gather: Gather) -> dict:
         """Checkpoint layout (format 2): each tensor as the list of every rank's copy."""
-        kept = None if self.kept is None else {"state": [gather(t) for t in self.kept.state],
-                                               "x": gather(self.kept.inputs)}
-        return {"state": [gather(t) for t in self.state], "boundary": self.boundary, "kept": kept}
+        kept = None if self.kept is None else self.kept.state_dict(gather)
+        saved = {"state": [gather(t) for t in self.state], "boundary": self.boundary, "kept": kept}
+        return {**saved, "history": [h.state_dict(gather) for h in self.history]} if self.history else saved
 
     @classmethod
     def from_state_dict(cls, saved: dict, rank: int) -> Carry:
         """This rank's carry from `state_dict`'s layout."""
         kept = saved.get("kept")
-        kept = None if kept is None else Kept(tuple(t[rank] for t in kept["state"]), kept["x"][rank])
-        return cls(tuple(t[rank] for t in saved["state"]), kept, bool(saved["boundary"]))
+        kept = None if kept is None else Kept.from_state_dict(kept, rank)
+        history = tuple(Kept.from_state_dict(h, rank) for h in saved.get("history", ()))
+        return cls(tuple(t[rank] for t in saved["state"]), kept, bool(saved["boundary"]), history=history)
 
 
 @dataclass

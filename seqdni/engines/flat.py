@@ -31,7 +31,7 @@ import torch
 from torch import Tensor, nn
 from torch.func import functional_call
 
-from seqdni.dni import Interface, cosine, detach_state, flatten_state, regression_loss
+from seqdni.dni import Interface, cosine, detach_state, flatten_state, regression_loss, true_future_gradient
 from seqdni.engines.base import (
     Carry,
     Kept,
@@ -92,7 +92,8 @@ class FlatEngine(Unrolling, RecurrentEval, nn.Module):
     # ---- one unroll ---------------------------------------------------------------------------
     def unroll(self, x: Tensor, y: Tensor, carry: Carry, backward=Tensor.backward) -> UnrollOut:
         """Forward and backward of one unroll of T = x.size(1) steps; M's loss is returned, not applied."""
-        want_target = self.boundary is not None and carry.boundary
+        n_step = self.boundary is not None and self.dni.target_unrolls > 1
+        want_target = self.boundary is not None and carry.boundary and not n_step
         s_t = detach_state(carry.state, requires_grad=want_target)  # leaf: collects ∂J_k/∂s_t
         redo = self._aux_states(carry) if self.aux is not None else None
         fwd = self._forward(x, s_t)
@@ -105,10 +106,15 @@ class FlatEngine(Unrolling, RecurrentEval, nn.Module):
         keep = fwd.graph is not None  # the graph outlives this backward: the next unroll trains its states
         backward(objective, retain_graph=keep or (want_target and self.dni.second_pass))
         sg_loss = target = prediction = None
+        history = self._history(carry, s_t, x, y) if n_step else ()
         if want_target:
             sg_loss, prediction, target = self._learn(x, y, carry, s_t, fwd, g)
+        elif n_step and len(history) == self.dni.target_unrolls:
+            sg_loss, prediction, target = self._learn_n_step(history, g)
+            history = history[1:]
+        if sg_loss is not None:
             stats["sg/loss"] = sg_loss.detach()
-        new = Carry(detach_state(fwd.end), fwd.kept, boundary=True, prediction=live, graph=fwd.graph)
+        new = Carry(detach_state(fwd.end), fwd.kept, boundary=True, prediction=live, graph=fwd.graph, history=history)
         return UnrollOut(loss.detach(), sg_loss, new, stats, target, prediction)
 
     def _forward(self, x: Tensor, s_t: tuple[Tensor, ...]) -> Forward:
@@ -175,6 +181,33 @@ class FlatEngine(Unrolling, RecurrentEval, nn.Module):
             flat_in = flatten_state(s_t).detach()
         loss, prediction = self.boundary.learn(flat_in, target, self.condition(x[:, 0]))  # x[:, 0] followed s_t
         return loss, prediction, target.detach()
+
+    @staticmethod
+    def _history(carry: Carry, s_t: tuple[Tensor, ...], x: Tensor, y: Tensor) -> tuple[Kept, ...]:
+        """n-step targets: the unrolls whose start states await a target, this one last. An unroll
+        that did not start at a boundary (the first of a fit) has no prediction to train."""
+        return (*carry.history, Kept(detach_state(s_t), x, y)) if carry.boundary else ()
+
+    def _learn_n_step(self, window: tuple[Kept, ...], g: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """M(s_t) at the start of `window` (n unrolls, this one last) against its n-step target
+        ∂(Σ_j γ^j n_j ℓ_j)/∂s_t + γ^n J_nᵀ M(s_{t+nT}) (per-sequence units, n_j = B·T_j), by BPTT through
+        the unrolls recomputed with the current weights; `episodic`: each stream's losses stop at
+        its first episode end, and a stream whose episode ended has no future term."""
+        gamma, n = self.dni.gamma, len(window)
+        ys = [k.targets for k in window]
+        if self.dni.episodic:
+            lengths = [t.size(1) for t in ys]
+            joined = torch.cat(ys, dim=1)
+            ys = list(torch.split(self.net.current_episode(joined), lengths, dim=1))
+            g = g * (~self.net.episode_ends(joined)).to(g.dtype).unsqueeze(1)
+
+        def unroll(s, j):
+            out, s = self.net.core(window[j].inputs, s)
+            return gamma ** j * ys[j].size(0) * ys[j].size(1) * self.net.loss(out, ys[j]), s
+
+        target = true_future_gradient(unroll, window[0].state, range(n), bootstrap=gamma ** n * g)
+        loss, prediction = self.boundary.learn(flatten_state(window[0].state), target)
+        return loss, prediction, target
 
     def _discounts(self, y: Tensor, g: Tensor) -> Tensor | None:
         """`episodic`: γ per stream, 0 for those whose episode ended inside this unroll."""

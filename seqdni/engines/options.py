@@ -57,6 +57,15 @@ class DNIOptions(BoundaryOptions):
             vector-Jacobian product with respect to the states. The core still receives the
             injection at every boundary; losses of the next episode inside the same unroll (at
             most T - 1 steps) stay in the target.
+        target_unrolls: n, the unrolls of true gradient in M's target before it bootstraps (n-step
+            targets, as in n-step temporal-difference learning). 1: the target of M(s_t) is read off
+            unroll k's own backward pass. n > 1: M(s_t) is trained n - 1 unrolls later, on
+            ∂(Σ_{j<n} γ^j ℓ_{k+j})/∂s_t + γ^n J_nᵀ M(s_{t+nT}), by BPTT from s_t through the n unrolls
+            recomputed from their stored start state and inputs with the current weights (a
+            vector-Jacobian product with respect to the state only; about n more unrolls of work
+            per update). The core's update is unchanged. With `episodic`, the losses stop at each
+            stream's first episode end and that stream's target has no future term. Plain DNI only
+            (not with Aux, `conditional`, `train_core` or `reuse`).
     """
 
     conditional: bool = False
@@ -65,6 +74,7 @@ class DNIOptions(BoundaryOptions):
     aux_keep_graph: bool = False
     reuse: bool = False
     episodic: bool = False
+    target_unrolls: int = 1
 
     @property
     def second_pass(self) -> bool:
@@ -74,6 +84,14 @@ class DNIOptions(BoundaryOptions):
         super().__post_init__()
         if self.aux_weight < 0:
             raise UserError(f"model.dni.aux_weight must be >= 0, got {self.aux_weight}")
+        if self.target_unrolls < 1:
+            raise UserError(f"model.dni.target_unrolls is n >= 1, the unrolls of true gradient in M's target; got "
+                            f"{self.target_unrolls}")
+        multi = [k for k, on in (("aux_weight", self.aux_weight > 0), ("conditional", self.conditional),
+                                 ("train_core", self.train_core), ("reuse", self.reuse)) if on]
+        if self.target_unrolls > 1 and multi:
+            raise UserError(f"model.dni.target_unrolls > 1 (n-step targets) is for plain DNI; it does not combine "
+                            f"with model.dni.{multi[0]}: unset one of them")
         if self.aux_keep_graph and self.aux_weight <= 0:
             raise UserError("model.dni.aux_keep_graph keeps a graph for the auxiliary loss of DNI + Aux, which "
                             "model.dni.aux_weight 0 turns off; set model.dni.aux_weight > 0 or unset aux_keep_graph")

@@ -1,0 +1,112 @@
+"""n-step targets (`target_unrolls`): M(s_t) is trained n - 1 unrolls later on the true gradient of
+the n unrolls after s_t plus the discounted bootstrap on M at their end,
+target = ∂(Σ_j γ^j n_j ℓ_j)/∂s_t + γ^n J_nᵀ M(s_{t+nT}), while the core's update stays the same."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+from helpers import T, V, char_lstm, flat_engine, grads, random_ids, randomize, unroll_all
+from test_flat_episodic import BITS, bit_data
+from test_flat_episodic import B as BB
+from test_flat_episodic import T as BT
+
+from seqdni.dni import detach_state, flatten_state
+from seqdni.engines import DNIOptions, FlatEngine
+from seqdni.nets import BitLSTM
+
+
+def expected_target(e: FlatEngine, s, xs, ys, gamma: float, loss) -> torch.Tensor:
+    """By autograd alone, from s through the unrolls (xs, ys): Σ_j γ^j B·T ℓ_j plus γ^n <M(s_end), s_end>."""
+    s = detach_state(s, requires_grad=True)
+    total, state = 0.0, s
+    for j, (x, y) in enumerate(zip(xs, ys)):
+        out, state = e.net.core(x, state)
+        total = total + gamma ** j * y.size(0) * y.size(1) * loss(out, y)
+    m = e.boundary.sg(flatten_state(state)).detach()
+    total = total + (gamma ** len(xs) * m * flatten_state(state)).sum()
+    return flatten_state(torch.autograd.grad(total, s))
+
+
+@pytest.mark.parametrize("n,gamma", [(3, 1.0), (2, 0.7)])
+def test_target_is_the_true_gradient_over_n_unrolls_then_the_bootstrap(n, gamma):
+    x, y = random_ids((n + 2) * T)
+    e = flat_engine(char_lstm(), DNIOptions(scale=0.3, discount=gamma, target_unrolls=n))
+    randomize(e.boundary.sg, std=0.3)
+    outs = unroll_all(e, x, y, T)
+    # the first unroll starts at no boundary; the second one's start state s_1 gets its target n unrolls on
+    assert all(o.target is None and o.sg_loss is None for o in outs[:n])
+    chunks = [slice((1 + j) * T, (2 + j) * T) for j in range(n)]
+
+    def loss(out, yy):
+        return F.cross_entropy(e.net.logits(out).reshape(-1, V), yy.reshape(-1))
+
+    want = expected_target(e, outs[0].carry.state, [x[:, c] for c in chunks], [y[:, c] for c in chunks], gamma, loss)
+    torch.testing.assert_close(outs[n].target, want, rtol=1e-10, atol=1e-12)
+    assert outs[n + 1].target is not None  # and every unroll after it trains one more start state
+    assert len(outs[-1].carry.history) == n - 1
+
+
+def test_the_core_gets_the_same_gradient_whatever_n():
+    net = char_lstm()
+    x, y = random_ids(5 * T)
+    a = flat_engine(net, DNIOptions(scale=0.3, discount=1.0, target_unrolls=3))
+    b = flat_engine(net, DNIOptions(scale=0.3, discount=1.0))
+    randomize(a.boundary.sg, std=0.3)
+    b.load_state_dict(a.state_dict())
+    unroll_all(a, x, y, T)
+    unroll_all(b, x, y, T)
+    for ga, gb in zip(grads(a.net.parameters()), grads(b.net.parameters())):
+        torch.testing.assert_close(ga, gb, rtol=1e-12, atol=1e-14)
+
+
+def test_episodic_n_step_target_stops_at_each_streams_episode_end():
+    """Over unrolls 1-2 (steps 3..8) streams 1 and 2 have no episode end: their targets bootstrap on
+    M; streams 0 and 3 end one there, so their losses stop at that end and they keep no future term."""
+    x, y = bit_data(steps=3 * BT)
+    torch.manual_seed(0)
+    e = FlatEngine(BitLSTM(BITS + 1, BITS, embed_dim=5, hidden_size=6), BT,
+                   DNIOptions(scale=0.3, discount=1.0, episodic=True, target_unrolls=2)).double()
+    randomize(e.boundary.sg, std=0.3)
+    randomize(e.net, seed=3, std=0.3)
+    outs = unroll_all(e, x, y, BT)
+    s1, span = outs[0].carry.state, slice(BT, 3 * BT)
+    masked = e.net.current_episode(y[:, span])
+    xs, ys = [x[:, BT:2 * BT], x[:, 2 * BT:]], [masked[:, :BT], masked[:, BT:]]
+
+    def loss(out, yy):
+        return e.net.loss(out, yy)
+
+    with_future = expected_target(e, s1, xs, ys, 1.0, loss)
+    local_only = detach_state(s1, requires_grad=True)
+    state, total = local_only, 0.0
+    for j in range(2):
+        out, state = e.net.core(xs[j], state)
+        total = total + BB * BT * loss(out, ys[j])
+    without = flatten_state(torch.autograd.grad(total, local_only))  # both unrolls' losses, no bootstrap
+    keep = torch.tensor([0.0, 1.0, 1.0, 0.0], dtype=torch.float64).unsqueeze(1)
+    torch.testing.assert_close(outs[2].target, keep * with_future + (1 - keep) * without, rtol=1e-10, atol=1e-12)
+    assert (with_future - without)[[0, 3]].abs().max() > 1e-6  # there was a future term to drop
+
+
+def test_history_survives_a_checkpoint():
+    x, y = random_ids(4 * T)
+    e = flat_engine(char_lstm(), DNIOptions(target_unrolls=3))
+    carry = unroll_all(e, x, y, T)[-1].carry
+    saved = carry.state_dict(lambda t: [t.clone()])
+    back = type(carry).from_state_dict(saved, 0)
+    assert len(back.history) == 2
+    for h, k in zip(back.history, carry.history):
+        assert torch.equal(h.inputs, k.inputs) and torch.equal(h.targets, k.targets)
+        assert all(torch.equal(a, b) for a, b in zip(h.state, k.state))
+
+
+@pytest.mark.parametrize("kw,match", [
+    ({"target_unrolls": 0}, "target_unrolls is n >= 1"),
+    ({"target_unrolls": 2, "aux_weight": 0.1}, "does not combine with model.dni.aux_weight"),
+    ({"target_unrolls": 2, "reuse": True}, "does not combine with model.dni.reuse"),
+])
+def test_bad_target_unrolls_names_the_keys(kw, match):
+    with pytest.raises(ValueError, match=match):
+        DNIOptions(**kw)
