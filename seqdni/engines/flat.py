@@ -26,6 +26,7 @@ trains them, and the auxiliary gradient is the one at the weights of one update 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from itertools import accumulate
 
 import torch
 from torch import Tensor, nn
@@ -201,11 +202,15 @@ class FlatEngine(Unrolling, RecurrentEval, nn.Module):
             ys = list(torch.split(self.net.current_episode(joined), lengths, dim=1))
             g = g * (~self.net.episode_ends(joined)).to(g.dtype).unsqueeze(1)
 
-        def unroll(s, j):
-            out, s = self.net.core(window[j].inputs, s)
-            return gamma ** j * ys[j].size(0) * ys[j].size(1) * self.net.loss(out, ys[j]), s
+        def unroll(s, xs):  # the n unrolls in one call of the core, each unroll's loss in its own units
+            out, s = self.net.core(xs, s)
+            starts = [0, *accumulate(t.size(1) for t in ys)]
+            parts = [gamma ** j * t.size(0) * t.size(1) * self.net.loss(out[:, a : a + t.size(1)], t)
+                     for j, (t, a) in enumerate(zip(ys, starts))]
+            return torch.stack(parts).sum(), s
 
-        target = true_future_gradient(unroll, window[0].state, range(n), bootstrap=gamma ** n * g)
+        xs = torch.cat([k.inputs for k in window], dim=1)
+        target = true_future_gradient(unroll, window[0].state, [xs], bootstrap=gamma ** n * g)
         loss, prediction = self.boundary.learn(flatten_state(window[0].state), target)
         return loss, prediction, target
 
