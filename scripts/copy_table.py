@@ -2,8 +2,9 @@
 
     python scripts/copy_table.py --steps 15000 --seeds 1 --jobs 1 --out runs/copy-table [--upper]
 
-With --upper, each task also gets the upper-bound row: BPTT over the whole 60-step window
-(`configs/<task>/bptt60.yaml`), under the same step budget.
+`--variants dni-n4` adds DNI with 4-step targets (`configs/copy/dni{2,3}-n4.yaml`,
+`model.dni.target_unrolls: 4`). With --upper, each task also gets the upper-bound row: BPTT over
+the whole 60-step window (`configs/<task>/bptt60.yaml`), under the same step budget.
 
 Each run is `python -m seqdni.train --config configs/<task>/<name>.yaml --trainer.max_steps S
 --seed_everything k`, logged under OUT/<task>/<name>/seed<k>. A run that finished with the same
@@ -32,7 +33,8 @@ ROOT = Path(__file__).resolve().parents[1]
 TASKS = ("copy", "repeat-copy")
 UNROLLS = (2, 3, 4, 5)
 UPPER = 60  # the upper bound: BPTT whose unroll is the whole training window
-VARIANTS = {"bptt": "BPTT", "dni": "DNI", "dni-aux": "DNI + Aux"}
+VARIANTS = {"bptt": "BPTT", "dni": "DNI", "dni-aux": "DNI + Aux", "dni-n4": "DNI, 4-step targets"}
+DEFAULT_VARIANTS = ("bptt", "dni", "dni-aux")  # the paper's three; dni-n4 ships for T = 2, 3
 # Jaderberg et al. 2017, largest sequence length solved (see docs/dni-rnn.md).
 PAPER = {
     "copy": {2: (7, 16, 16), 3: (8, 14, 17), 4: (10, 18, 19), 5: (8, 18, 18)},
@@ -41,7 +43,9 @@ PAPER = {
 
 
 def config_name(variant: str, unroll: int) -> str:
-    return f"dni{unroll}-aux" if variant == "dni-aux" else f"{variant}{unroll}"
+    if variant in ("dni-aux", "dni-n4"):
+        return f"dni{unroll}-{variant.split('-')[1]}"
+    return f"{variant}{unroll}"
 
 
 def train_command(task: str, name: str, seed: int, steps: int, out: Path, extra: list[str]) -> list[str]:
@@ -123,7 +127,8 @@ def table(results: list[dict], tasks, unrolls, variants) -> str:
     for task in tasks:
         for t in unrolls:
             ours = " / ".join(fmt(mean_solved(results, task, v, t)) for v in variants)
-            paper = " / ".join(str(PAPER[task][t][list(VARIANTS).index(v)]) for v in variants)
+            paper = " / ".join(str(PAPER[task][t][DEFAULT_VARIANTS.index(v)]) if v in DEFAULT_VARIANTS else "–"
+                               for v in variants)
             lines.append(f"| {task} | {t} | {ours} | {paper} |")
         if any(r["task"] == task and r["unroll"] == UPPER for r in results):
             lines.append(f"| {task} | {UPPER} (BPTT over the whole window: the upper bound) | "
@@ -156,8 +161,8 @@ def plots(results: list[dict], out: Path, tasks, unrolls, variants) -> None:
         fig.savefig(out / "plots" / f"{r['task']}-{config_name(r['variant'], r['unroll'])}-seed{r['seed']}.png",
                     dpi=80)
         plt.close(fig)
-    colors = {"bptt": "tab:gray", "dni": "tab:blue", "dni-aux": "tab:orange"}
-    offset = {"bptt": -0.06, "dni": 0.0, "dni-aux": 0.06}  # keeps equal curves apart
+    colors = {"bptt": "tab:gray", "dni": "tab:blue", "dni-aux": "tab:orange", "dni-n4": "tab:green"}
+    offset = {"bptt": -0.06, "dni": 0.0, "dni-aux": 0.06, "dni-n4": 0.12}  # keeps equal curves apart
     for task in tasks:
         fig, axes = plt.subplots(2, len(unrolls), figsize=(3 * len(unrolls), 4.6), sharex="col", sharey="row",
                                  squeeze=False)
@@ -190,7 +195,7 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--out", type=Path, default=Path("runs/copy-table"))
     p.add_argument("--tasks", nargs="+", default=list(TASKS), choices=TASKS)
     p.add_argument("--unrolls", nargs="+", type=int, default=list(UNROLLS), choices=UNROLLS)
-    p.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
+    p.add_argument("--variants", nargs="+", default=list(DEFAULT_VARIANTS), choices=list(VARIANTS))
     p.add_argument("--upper", action="store_true",
                    help=f"also the upper bound per task: BPTT with T = {UPPER}, the whole window (bptt{UPPER}.yaml)")
     p.add_argument("--upper-seeds", type=int, help="seeds 1..K of the upper bound (default: --seeds)")
@@ -199,11 +204,15 @@ def main(argv: list[str] | None = None) -> dict:
     a = p.parse_args(argv)
     if a.steps <= 0 or a.seeds <= 0 or a.jobs <= 0:
         p.error("--steps, --seeds and --jobs must be positive")
-    out = a.out.resolve()
-    out.mkdir(parents=True, exist_ok=True)
     grid = [(task, v, t, s) for task in a.tasks for t in a.unrolls for v in a.variants for s in range(1, a.seeds + 1)]
     if a.upper:
         grid += [(task, "bptt", UPPER, s) for task in a.tasks for s in range(1, (a.upper_seeds or a.seeds) + 1)]
+    missing = sorted({f"configs/{task}/{config_name(v, t)}.yaml" for task, v, t, _ in grid
+                      if not (ROOT / "configs" / task / f"{config_name(v, t)}.yaml").is_file()})
+    if missing:
+        p.error(f"no shipped config for {', '.join(missing)}: choose --tasks, --unrolls and --variants that have one")
+    out = a.out.resolve()
+    out.mkdir(parents=True, exist_ok=True)
     start = time.time()
     with ThreadPoolExecutor(a.jobs) as pool:
         results = list(pool.map(lambda g: run_one(*g, a.steps, out, a.extra), grid))

@@ -74,3 +74,10 @@ def test_dynamics_and_ceiling_scripts_read_a_copy_grid(tmp_path):
     # depend on the boundary state, so the current episode's gradient is the whole future gradient
     episode, true = ceiling["results"]["episode"]["target_norm"], ceiling["results"]["true"]["target_norm"]
     assert episode == pytest.approx(true, rel=1e-6) and true > 0
+
+
+def test_a_variant_without_a_shipped_config_is_refused_before_any_run(tmp_path):
+    res = run_python(["scripts/copy_table.py", "--steps", "10", "--tasks", "copy", "--unrolls", "3", "4",
+                      "--variants", "dni-n4", "--out", str(tmp_path / "grid")], ROOT)
+    assert res.returncode == 2 and "no shipped config for configs/copy/dni4-n4.yaml:" in res.stderr
+    assert "dni3-n4" not in res.stderr and not (tmp_path / "grid" / "copy").exists()
