@@ -2,7 +2,7 @@
 
     python scripts/copy_table.py --steps 15000 --seeds 1 --jobs 1 --out runs/copy-table [--upper]
 
-`--variants dni-n4` adds DNI with 4-step targets (`configs/copy/dni{2,3}-n4.yaml`,
+`--variants dni-n4` adds DNI with 4-step targets (`configs/<task>/dni{2,3}-n4.yaml`,
 `model.dni.target_unrolls: 4`). With --upper, each task also gets the upper-bound row: BPTT over
 the whole 60-step window (`configs/<task>/bptt60.yaml`), under the same step budget.
 
