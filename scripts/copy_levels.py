@@ -20,8 +20,9 @@ import statistics
 from collections import defaultdict
 from pathlib import Path
 
-METHODS = {"bptt": "BPTT", "dni": "DNI", "dni-aux": "DNI + Aux", "dni-n4": "DNI, 4-step targets",
-           "dni-n8": "DNI, 8-step targets", "dni-pooled": "DNI, the batch's mean injected"}
+METHODS = {"bptt": "BPTT", "dni": "DNI", "dni-aux": "DNI + Aux", "dni-n2": "DNI, 2-step targets",
+           "dni-n4": "DNI, 4-step targets", "dni-n8": "DNI, 8-step targets",
+           "dni-pooled": "DNI, the batch's mean injected"}
 
 
 def first_solved(history: list[dict]) -> dict[int, int]:
