@@ -21,6 +21,8 @@ fused; its every-step states are needed only as values (M's inputs for the targe
 from `step_states` without a graph. With `aux_keep_graph` nothing is recomputed: the unroll runs
 on copies of the core's weights, its every-step states keep their graph until the next unroll
 trains them, and the auxiliary gradient is the one at the weights of one update before.
+With n-step targets (`target_unrolls`), the last n - 1 unrolls' start states, inputs and
+targets are carried (and checkpointed) until the oldest state's target is complete.
 """
 
 from __future__ import annotations
