@@ -43,9 +43,9 @@ PAPER = {
 
 
 def config_name(variant: str, unroll: int) -> str:
-    if variant in ("dni-aux", "dni-n4"):
-        return f"dni{unroll}-{variant.split('-')[1]}"
-    return f"{variant}{unroll}"
+    """The config's file stem: `bptt3`, `dni3`, and a suffixed variant's `dni3-aux`, `dni3-n4`."""
+    method, _, suffix = variant.partition("-")
+    return f"{method}{unroll}-{suffix}" if suffix else f"{method}{unroll}"
 
 
 def train_command(task: str, name: str, seed: int, steps: int, out: Path, extra: list[str]) -> list[str]:

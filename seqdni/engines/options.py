@@ -62,10 +62,11 @@ class DNIOptions(BoundaryOptions):
             unroll k's own backward pass. n > 1: M(s_t) is trained n - 1 unrolls later, on
             ∂(Σ_{j<n} γ^j ℓ_{k+j})/∂s_t + γ^n J_nᵀ M(s_{t+nT}), by BPTT from s_t through the n unrolls
             recomputed from their stored start state and inputs with the current weights (a
-            vector-Jacobian product with respect to the state only; about n more unrolls of work
-            per update). The core's update is unchanged. With `episodic`, the losses stop at each
-            stream's first episode end and that stream's target has no future term. Plain DNI only
-            (not with Aux, `conditional`, `train_core` or `reuse`).
+            vector-Jacobian product with respect to the state only; on the Copy configs an update
+            costs 1.85× a 1-step one at n = 4, 2.7× at n = 8). The core's update is unchanged.
+            With `episodic`, the losses stop at each stream's first episode end and that stream's
+            target has no future term. Plain DNI only (not with Aux, `conditional`, `train_core`
+            or `reuse`).
     """
 
     conditional: bool = False
