@@ -1,5 +1,6 @@
 """The cost of n-step targets (`model.dni.target_unrolls`): CPU time per optimiser step of Copy DNI
-with n = 1, 2, 4, 8 at T = 2 and 3, in one process, against n = 1 at the same T.
+with n = 1, 2, 4, 8 at T = 2 and 3, in one process, against n = 1 at the same T. A variant `8p` is
+n = 8 with `pending_targets` (M learns every waiting state at every update).
 
 Each variant is the shipped config (`configs/copy/dni<T>.yaml`) with `target_unrolls` set, its
 engine driven by `seqdni.engines.Steps` over the same batches (no Lightning, validation or
@@ -7,6 +8,7 @@ logging, so only the update is timed). Variants alternate in ABBA order over `--
 medians and the ratio to n = 1 are reported.
 
     python scripts/bench_n_step.py --out docs/bench/n-step-cpu.json
+    python scripts/bench_n_step.py --n 4 4p 8 8p --out docs/bench/n-step-pending-cpu.json
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import re
 import statistics
 import time
 
@@ -24,10 +27,23 @@ from seqdni.engines import Steps
 from seqdni.training.optim import adam
 
 
-def seconds(config: str, n: int, args) -> tuple[float, int]:
+def parse_variant(v: str) -> tuple[int, bool]:
+    """`8` -> (8, False), `8p` -> (8, True): n and `pending_targets`."""
+    return int(v.removesuffix("p")), v.endswith("p")
+
+
+def variant_arg(v: str) -> str:
+    if not re.fullmatch(r"[1-9]\d*p?", v) or v == "1p":
+        raise argparse.ArgumentTypeError(f"{v!r} is not n >= 1, or n >= 2 followed by p (pending targets)")
+    return v
+
+
+def seconds(config: str, variant: str, args) -> tuple[float, int]:
     """CPU seconds of the updates after the first `skip` batches, and how many updates that was."""
     torch.manual_seed(args.seed)
+    n, pending = parse_variant(variant)
     over = [f"--model.init_args.hidden_size={args.hidden}"] if args.hidden else []
+    over += ["--model.init_args.dni.pending_targets=true"] if pending else []
     built = cli(["--config", config, f"--seed_everything={args.seed}", "--trainer.logger=false",
                  f"--model.init_args.dni.target_unrolls={n}", *over], run=False)
     engine, dm = built.model.engine, built.datamodule
@@ -50,7 +66,8 @@ def seconds(config: str, n: int, args) -> tuple[float, int]:
 def main(argv: list[str] | None = None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--unrolls", nargs="+", type=int, default=[2, 3], help="T: configs/copy/dni<T>.yaml")
-    p.add_argument("--n", nargs="+", type=int, default=[1, 2, 4, 8], help="target_unrolls to time (1 is the reference)")
+    p.add_argument("--n", nargs="+", type=variant_arg, default=["1", "2", "4", "8"],
+                   help="target_unrolls to time (1 is the reference); a trailing p adds pending_targets (8p)")
     p.add_argument("--batches", type=int, default=12, help="batches per timed run, the skipped ones included")
     p.add_argument("--skip", type=int, default=2, help="warm-up batches at the start of every run")
     p.add_argument("--repeats", type=int, default=3)
@@ -58,7 +75,7 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", help="write the results as JSON here")
     a = p.parse_args(argv)
-    ns = sorted(set([1, *a.n]))
+    ns = sorted(set(["1", *a.n]), key=lambda v: (parse_variant(v), v))
     results = {}
     for t in a.unrolls:
         config, per_step = f"configs/copy/dni{t}.yaml", {n: [] for n in ns}
@@ -68,8 +85,8 @@ def main(argv: list[str] | None = None) -> dict:
                 per_step[n].append(secs / updates)
         med = {n: statistics.median(v) for n, v in per_step.items()}
         results[f"T={t}"] = {"config": config, "cpu_seconds_per_step": per_step, "median": med,
-                             "over_n1": {n: med[n] / med[1] for n in ns}}
-        print(f"T = {t}: " + ", ".join(f"n = {n}: {med[n] * 1e3:.1f} ms ({med[n] / med[1]:.2f}x)" for n in ns))
+                             "over_n1": {n: med[n] / med["1"] for n in ns}}
+        print(f"T = {t}: " + ", ".join(f"n = {n}: {med[n] * 1e3:.1f} ms ({med[n] / med['1']:.2f}x)" for n in ns))
     summary = {"results": results, "args": vars(a), "torch_threads": torch.get_num_threads(),
                "machine": f"{platform.machine()}, {platform.system()}", "torch": torch.__version__}
     if a.out:

@@ -75,6 +75,10 @@ class FlatEngine(Unrolling, RecurrentEval, nn.Module):
         if dni is not None and dni.episodic and not hasattr(net, "episode_ends"):
             raise UserError(f"model.dni.episodic needs a task with episodes (Copy, Repeat Copy); a "
                              f"{type(net).__name__} task has none, so set model.dni.episodic to false")
+        if dni is not None and dni.pending_targets and dni.episodic and not getattr(net, "resets", False):
+            raise UserError("model.dni.pending_targets with model.dni.episodic needs streams that reset the state at "
+                            "each episode start (data.resets: true), so that no target crosses an episode end; "
+                            "set data.resets to true or unset model.dni.pending_targets")
         self.net, self.span, self.dni = net, unroll, dni
         self.lr, self.weight_decay, self.clip = lr, weight_decay, clip
         d = net.state_size  # flattened (h, c) per example
@@ -112,8 +116,11 @@ class FlatEngine(Unrolling, RecurrentEval, nn.Module):
         history = self._history(carry, s_t, x, y) if n_step else ()
         if want_target:
             sg_loss, prediction, target = self._learn(x, y, carry, s_t, fwd, g)
+        elif n_step and self.dni.pending_targets and history:
+            sg_loss, prediction, target = self._learn_pending(history, g)
         elif n_step and len(history) == self.dni.target_unrolls:
             sg_loss, prediction, target = self._learn_n_step(history, g)
+        if n_step and len(history) == self.dni.target_unrolls:
             history = history[1:]
         if sg_loss is not None:
             stats["sg/loss"] = sg_loss.detach()
@@ -214,6 +221,36 @@ class FlatEngine(Unrolling, RecurrentEval, nn.Module):
         xs = torch.cat([k.inputs for k in window], dim=1)
         target = true_future_gradient(unroll, window[0].state, [xs], bootstrap=gamma ** n * g)
         loss, prediction = self.boundary.learn(flatten_state(window[0].state), target)
+        return loss, prediction, target
+
+    def _learn_pending(self, window: tuple[Kept, ...], g: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """`pending_targets`: M at the start state of every unroll in `window` (this one last), each
+        against the target it has so far: s_j, j unrolls after the oldest, gets the true gradient of
+        the len(window) - j unrolls after it, then γ^(len - j) Jᵀ M(s_end). One recomputation from the
+        oldest stored state with the current weights, one backward: with the unrolls' losses weighted
+        γ^j, the gradient at the recomputed s_j is γ^j times s_j's target. M reads the recomputed
+        states, the ones the current core makes. `episodic` (the network resets its state at each
+        episode start, so no gradient crosses one): a stream whose episode ends in the last unroll
+        keeps no future term."""
+        gamma, ys = self.dni.gamma, [k.targets for k in window]
+        if self.dni.episodic:
+            g = g * (~self.net.episode_ends(ys[-1])).to(g.dtype).unsqueeze(1)
+        with torch.enable_grad():
+            s = detach_state(window[0].state, requires_grad=True)
+            starts, total = [], 0.0
+            for j, (k, y) in enumerate(zip(window, ys)):
+                starts.append(s)
+                out, s = self.net.core(k.inputs, s)
+                total = total + gamma ** j * y.size(0) * y.size(1) * self.net.loss(out, y)
+            total = total + gamma ** len(window) * (g.detach() * flatten_state(s)).sum()
+            leaves = [t for start in starts for t in start]
+            grads = torch.autograd.grad(total, leaves, allow_unused=True)
+        grads = [torch.zeros_like(t) if d is None else d for d, t in zip(grads, leaves)]
+        width = len(starts[0])
+        target = torch.cat([flatten_state(tuple(grads[j * width : (j + 1) * width])) / gamma ** j
+                            for j in range(len(starts))])
+        inputs = torch.cat([flatten_state(start).detach() for start in starts])
+        loss, prediction = self.boundary.learn(inputs, target)
         return loss, prediction, target
 
     def _discounts(self, y: Tensor, g: Tensor) -> Tensor | None:

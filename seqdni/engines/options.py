@@ -67,6 +67,14 @@ class DNIOptions(BoundaryOptions):
             With `episodic`, the losses stop at each stream's first episode end and that stream's
             target has no future term. Plain DNI only (not with Aux, `conditional`, `train_core`
             or `reuse`).
+        pending_targets: With n-step targets, M also learns, at every update, every start state still
+            waiting for its n-step target, each on the target it has so far (the true gradient of the
+            k < n unrolls after it, then γ^k Jᵀ M at their end): a state is learned from the update
+            after it was made, with a horizon that grows by one unroll per update up to n, instead of
+            once, n - 1 updates late. Same recomputation and one backward as the n-step target; M's
+            regression runs over n times the rows. M reads the states as the current weights
+            recompute them from the oldest stored one. With `episodic`, needs streams that reset the
+            state at each episode start (`data.resets`).
     """
 
     conditional: bool = False
@@ -76,6 +84,7 @@ class DNIOptions(BoundaryOptions):
     reuse: bool = False
     episodic: bool = False
     target_unrolls: int = 1
+    pending_targets: bool = False
 
     @property
     def second_pass(self) -> bool:
@@ -88,6 +97,12 @@ class DNIOptions(BoundaryOptions):
         if self.target_unrolls < 1:
             raise UserError(f"model.dni.target_unrolls is n >= 1, the unrolls of true gradient in M's target; got "
                             f"{self.target_unrolls}")
+        if self.pending_targets and self.target_unrolls < 2:
+            raise UserError("model.dni.pending_targets trains M on the states awaiting an n-step target, which "
+                            "model.dni.target_unrolls 1 does not keep; set target_unrolls >= 2 or unset pending_targets")
+        if self.pending_targets and self.gamma == 0:
+            raise UserError("model.dni.pending_targets needs model.dni.discount > 0 (each state's target is read off "
+                            "one backward pass with the unrolls weighted γ^j)")
         multi = [k for k, on in (("aux_weight", self.aux_weight > 0), ("conditional", self.conditional),
                                  ("train_core", self.train_core), ("reuse", self.reuse)) if on]
         if self.target_unrolls > 1 and multi:

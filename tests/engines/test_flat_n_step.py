@@ -110,3 +110,71 @@ def test_history_survives_a_checkpoint():
 def test_bad_target_unrolls_names_the_keys(kw, match):
     with pytest.raises(ValueError, match=match):
         DNIOptions(**kw)
+
+
+# ---- pending_targets: every state awaiting its n-step target learns at every update ----------------
+@pytest.mark.parametrize("gamma", [1.0, 0.7])
+def test_pending_targets_give_every_waiting_state_its_target_so_far(gamma):
+    n = 3
+    x, y = random_ids((n + 3) * T)
+    e = flat_engine(char_lstm(), DNIOptions(scale=0.3, discount=gamma, target_unrolls=n, pending_targets=True))
+    randomize(e.boundary.sg, std=0.3)
+    outs = unroll_all(e, x, y, T)  # no optimiser steps: the recomputed states are the stored ones
+
+    def loss(out, yy):
+        return F.cross_entropy(e.net.logits(out).reshape(-1, V), yy.reshape(-1))
+
+    def cols(i):
+        return slice(i * T, (i + 1) * T)
+
+    assert outs[0].target is None  # the first unroll starts at no boundary
+    for u in (1, 2, n + 1, n + 2):  # unroll u trains the start states of unrolls max(1, u - n + 1) .. u
+        first = max(1, u - n + 1)
+        want = [expected_target(e, outs[i - 1].carry.state, [x[:, cols(k)] for k in range(i, u + 1)],
+                                [y[:, cols(k)] for k in range(i, u + 1)], gamma, loss) for i in range(first, u + 1)]
+        torch.testing.assert_close(outs[u].target, torch.cat(want), rtol=1e-9, atol=1e-11)
+    assert len(outs[-1].carry.history) == n - 1
+
+
+def reset_bit_data(steps: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """`bit_data` with one more input channel: 1 on the step after each episode end (a reset)."""
+    x, y = bit_data(steps=steps)
+    resets = torch.zeros(x.shape[:2] + (1,), dtype=x.dtype)
+    resets[:, 1:, 0] = y[:, :-1, -1]
+    return torch.cat([x, resets], dim=-1), y
+
+
+def test_pending_targets_with_resets_need_no_episode_masks():
+    """With resets no gradient crosses an episode start, so the oldest state's pending target (read
+    off one backward through unmasked losses) equals the n-step target (losses masked after each
+    stream's first episode end): two computations of the same quantity."""
+    n = 2
+    x, y = reset_bit_data(3 * BT)
+    made = []
+    for pending in (True, False):
+        torch.manual_seed(0)
+        e = FlatEngine(BitLSTM(BITS + 1, BITS, embed_dim=5, hidden_size=6, resets=True), BT,
+                       DNIOptions(scale=0.3, discount=1.0, episodic=True, target_unrolls=n,
+                                  pending_targets=pending)).double()
+        randomize(e.boundary.sg, std=0.3)
+        randomize(e.net, seed=3, std=0.3)
+        made.append(unroll_all(e, x, y, BT))
+    pending, oldest_only = made
+    assert pending[1].target.shape[0] == BB and oldest_only[1].target is None  # a 1-unroll target at once
+    torch.testing.assert_close(pending[2].target[:BB], oldest_only[2].target, rtol=1e-10, atol=1e-12)
+    assert (pending[2].target[:BB] - pending[1].target).abs().max() > 1e-6  # the longer horizon adds something
+
+
+def test_pending_targets_without_resets_are_refused_under_episodic():
+    with pytest.raises(ValueError, match="needs streams that reset the state"):
+        FlatEngine(BitLSTM(BITS + 1, BITS, embed_dim=5, hidden_size=6), BT,
+                   DNIOptions(episodic=True, target_unrolls=2, pending_targets=True))
+
+
+@pytest.mark.parametrize("kw,match", [
+    ({"target_unrolls": 1, "pending_targets": True}, "set target_unrolls >= 2"),
+    ({"target_unrolls": 2, "pending_targets": True, "discount": 0.0}, "needs model.dni.discount > 0"),
+])
+def test_bad_pending_targets_names_the_keys(kw, match):
+    with pytest.raises(ValueError, match=match):
+        DNIOptions(**kw)
