@@ -3,7 +3,8 @@
     python scripts/copy_table.py --steps 15000 --seeds 1 --jobs 1 --out runs/copy-table [--upper]
 
 `--variants dni-n4` adds DNI with 4-step targets (`configs/<task>/dni{2,3}-n4.yaml`,
-`model.dni.target_unrolls: 4`). With --upper, each task also gets the upper-bound row: BPTT over
+`model.dni.target_unrolls: 4`), and `dni-n8-pending` DNI with 8-step targets learned while pending
+and α = 1 (`configs/<task>/dni{2,3}-n8-pending.yaml`). With --upper, each task also gets the upper-bound row: BPTT over
 the whole 60-step window (`configs/<task>/bptt60.yaml`), under the same step budget.
 
 Each run is `python -m seqdni.train --config configs/<task>/<name>.yaml --trainer.max_steps S
@@ -33,8 +34,9 @@ ROOT = Path(__file__).resolve().parents[1]
 TASKS = ("copy", "repeat-copy")
 UNROLLS = (2, 3, 4, 5)
 UPPER = 60  # the upper bound: BPTT whose unroll is the whole training window
-VARIANTS = {"bptt": "BPTT", "dni": "DNI", "dni-aux": "DNI + Aux", "dni-n4": "DNI, 4-step targets"}
-DEFAULT_VARIANTS = ("bptt", "dni", "dni-aux")  # the paper's three; dni-n4 ships for T = 2, 3
+VARIANTS = {"bptt": "BPTT", "dni": "DNI", "dni-aux": "DNI + Aux", "dni-n4": "DNI, 4-step targets",
+            "dni-n8-pending": "DNI, 8-step targets learned while pending"}
+DEFAULT_VARIANTS = ("bptt", "dni", "dni-aux")  # the paper's three; dni-n4 and dni-n8-pending ship for T = 2, 3
 # Jaderberg et al. 2017, largest sequence length solved (see docs/dni-rnn.md).
 PAPER = {
     "copy": {2: (7, 16, 16), 3: (8, 14, 17), 4: (10, 18, 19), 5: (8, 18, 18)},
@@ -161,8 +163,9 @@ def plots(results: list[dict], out: Path, tasks, unrolls, variants) -> None:
         fig.savefig(out / "plots" / f"{r['task']}-{config_name(r['variant'], r['unroll'])}-seed{r['seed']}.png",
                     dpi=80)
         plt.close(fig)
-    colors = {"bptt": "tab:gray", "dni": "tab:blue", "dni-aux": "tab:orange", "dni-n4": "tab:green"}
-    offset = {"bptt": -0.06, "dni": 0.0, "dni-aux": 0.06, "dni-n4": 0.12}  # keeps equal curves apart
+    colors = {"bptt": "tab:gray", "dni": "tab:blue", "dni-aux": "tab:orange", "dni-n4": "tab:green",
+              "dni-n8-pending": "tab:red"}
+    offset = {"bptt": -0.06, "dni": 0.0, "dni-aux": 0.06, "dni-n4": 0.12, "dni-n8-pending": 0.18}  # equal curves apart
     for task in tasks:
         fig, axes = plt.subplots(2, len(unrolls), figsize=(3 * len(unrolls), 4.6), sharex="col", sharey="row",
                                  squeeze=False)

@@ -2,7 +2,7 @@
 
 - `state`: a recurrent state as one (batch, features) matrix; cutting it at a boundary.
 - `functional`: the injection, the bootstrapped target, the regression loss, the true
-  future gradient and diagnostics, as functions.
+  future gradient (and n-step targets, for every pending state at once) and diagnostics, as functions.
 - `SyntheticGradient` (M), `SGOptions` (its settings) and `BoundaryOptions` (at a truncation boundary).
 - `Interface`: one decoupled interface (predict, inject, target, learn), the one path every
   engine uses, and what a plain PyTorch TBPTT loop over any recurrent core needs.
@@ -17,6 +17,7 @@ from seqdni.dni.functional import (
     boundary_injection,
     cosine,
     diagnostics,
+    pending_targets,
     regression_loss,
     true_future_gradient,
 )
@@ -28,4 +29,4 @@ from seqdni.dni.synthetic import SyntheticGradient
 
 __all__ = ["BoundaryOptions", "Interface", "SGOptions", "State", "SyntheticGradient", "as_tuple", "bootstrap_target",
            "bootstrapped_target", "boundary_injection", "cosine", "detach_state", "diagnostics", "flatten_state",
-           "regression_loss", "true_future_gradient", "true_layer_gradients", "unflatten_state"]
+           "pending_targets", "regression_loss", "true_future_gradient", "true_layer_gradients", "unflatten_state"]

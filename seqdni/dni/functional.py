@@ -66,6 +66,41 @@ def true_future_gradient(unroll: Callable[[State, object], tuple[Tensor, State]]
                          batch_dim)
 
 
+def pending_targets(unroll: Callable[[State, object], tuple[Tensor, State]], state: State, chunks: list[object],
+                    bootstrap: Tensor, gamma: float, batch_dim: int = 1) -> tuple[Tensor, Tensor]:
+    """The target each chunk's start state has so far: for s_i, the start of chunk i of n,
+
+        δ_i = ∂(Σ_{j>=i} γ^(j-i) loss_j)/∂s_i + γ^(n-i) J_iᵀ · bootstrap,   J_i = ∂s_end/∂s_i,
+
+    from one pass through the chunks from `state` and one backward: with chunk j's loss weighted
+    γ^j, the gradient at s_i is γ^i δ_i (γ > 0). Returns the start states as the pass recomputed
+    them and their targets, both rows of the flattened state, chunk by chunk."""
+    leaf = detach_state(state, requires_grad=True)
+    with torch.enable_grad():
+        starts, total, s = [], 0.0, leaf
+        for j, chunk in enumerate(chunks):
+            s = fresh_node(s)  # its gradient comes from the chunks after it only, not the step that made it
+            starts.append(as_tuple(s))
+            loss, s = unroll(s, chunk)
+            total = total + gamma ** j * loss
+        total = total + boundary_injection(s, gamma ** len(chunks) * bootstrap, 1.0, batch_dim)
+        flat = [t for start in starts for t in start]
+        grads = torch.autograd.grad(total, flat, allow_unused=True)
+    grads = [torch.zeros_like(t) if g is None else g for g, t in zip(grads, flat)]
+    k = len(starts[0])
+    targets = [flatten_state(tuple(grads[i * k : (i + 1) * k]), batch_dim) / gamma ** i for i in range(len(starts))]
+    return (torch.cat([flatten_state(start, batch_dim).detach() for start in starts]), torch.cat(targets))
+
+
+def fresh_node(state: State) -> State:
+    """The same values as a new node of the graph (a view): the gradient at it collects only what flows
+    through its later uses. A core whose outputs and final state are one tensor (a written-out
+    recurrence) would otherwise add its last step's own loss to the state's gradient."""
+    if isinstance(state, Tensor):
+        return state.view_as(state)
+    return tuple(t.view_as(t) for t in state)
+
+
 def cosine(a: Tensor, b: Tensor, eps: float = 1e-12) -> Tensor:
     """Mean over the batch of per-example cosine similarity."""
     return (torch.nn.functional.cosine_similarity(a, b, dim=1, eps=eps)).mean()

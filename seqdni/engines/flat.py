@@ -34,7 +34,16 @@ import torch
 from torch import Tensor, nn
 from torch.func import functional_call
 
-from seqdni.dni import Interface, cosine, detach_state, flatten_state, regression_loss, true_future_gradient
+from seqdni.dni import (
+    Interface,
+    cosine,
+    detach_state,
+    flatten_state,
+    pending_targets,
+    regression_loss,
+    true_future_gradient,
+)
+from seqdni.engines.aux import StatesOfUnroll, aux_head
 from seqdni.engines.base import (
     Carry,
     Kept,
@@ -131,7 +140,7 @@ class FlatEngine(Unrolling, RecurrentEval, nn.Module):
         """The core over the unroll, keeping what the next unroll recomputes."""
         if self.aux is not None and self.dni.aux_keep_graph:  # on copies of the weights, kept for the next unroll
             weights = {f"net.{k}": p.clone() for k, p in self.net.named_parameters()}
-            out, end, states = functional_call(_StatesOfUnroll(self.net), weights, (x, s_t))
+            out, end, states = functional_call(StatesOfUnroll(self.net), weights, (x, s_t))
             states = flatten_state(states)
             return Forward(out, end, states.detach(), Kept(detach_state(s_t), x), states)
         if self.aux is not None:  # Aux keeps the whole unroll: each step gets a target next unroll
@@ -225,32 +234,19 @@ class FlatEngine(Unrolling, RecurrentEval, nn.Module):
 
     def _learn_pending(self, window: tuple[Kept, ...], g: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """`pending_targets`: M at the start state of every unroll in `window` (this one last), each
-        against the target it has so far: s_j, j unrolls after the oldest, gets the true gradient of
-        the len(window) - j unrolls after it, then γ^(len - j) Jᵀ M(s_end). One recomputation from the
-        oldest stored state with the current weights, one backward: with the unrolls' losses weighted
-        γ^j, the gradient at the recomputed s_j is γ^j times s_j's target. M reads the recomputed
-        states, the ones the current core makes. `episodic` (the network resets its state at each
-        episode start, so no gradient crosses one): a stream whose episode ends in the last unroll
-        keeps no future term."""
-        gamma, ys = self.dni.gamma, [k.targets for k in window]
+        against the target it has so far (`seqdni.dni.pending_targets`: one recomputation from the
+        oldest stored state with the current weights, one backward); M reads the states as recomputed.
+        `episodic` (the network resets its state at each episode start, so no gradient crosses one): a
+        stream whose episode ends in the last unroll keeps no future term."""
         if self.dni.episodic:
-            g = g * (~self.net.episode_ends(ys[-1])).to(g.dtype).unsqueeze(1)
-        with torch.enable_grad():
-            s = detach_state(window[0].state, requires_grad=True)
-            starts, total = [], 0.0
-            for j, (k, y) in enumerate(zip(window, ys)):
-                starts.append(s)
-                out, s = self.net.core(k.inputs, s)
-                total = total + gamma ** j * y.size(0) * y.size(1) * self.net.loss(out, y)
-            total = total + gamma ** len(window) * (g.detach() * flatten_state(s)).sum()
-            leaves = [t for start in starts for t in start]
-            grads = torch.autograd.grad(total, leaves, allow_unused=True)
-        grads = [torch.zeros_like(t) if d is None else d for d, t in zip(grads, leaves)]
-        width = len(starts[0])
-        target = torch.cat([flatten_state(tuple(grads[j * width : (j + 1) * width])) / gamma ** j
-                            for j in range(len(starts))])
-        inputs = torch.cat([flatten_state(start).detach() for start in starts])
-        loss, prediction = self.boundary.learn(inputs, target)
+            g = g * (~self.net.episode_ends(window[-1].targets)).to(g.dtype).unsqueeze(1)
+
+        def unroll(s, kept):  # one unroll's loss in per-sequence units
+            out, s = self.net.core(kept.inputs, s)
+            return kept.targets.size(0) * kept.targets.size(1) * self.net.loss(out, kept.targets), s
+
+        states, target = pending_targets(unroll, window[0].state, list(window), g, self.dni.gamma)
+        loss, prediction = self.boundary.learn(states, target)
         return loss, prediction, target
 
     def _discounts(self, y: Tensor, g: Tensor) -> Tensor | None:
@@ -291,25 +287,3 @@ class FlatEngine(Unrolling, RecurrentEval, nn.Module):
             with torch.no_grad():
                 s_before = self.net.core(xs[:, :-1], s_before)[1]
         return flatten_state(self.net.core(xs[:, -1:], detach_state(s_before))[1])
-
-
-def aux_head(d: int, rank: int = 0) -> nn.Module:
-    """Â, the auxiliary head of DNI + Aux: a linear map of the d-wide state, of rank `rank` when > 0
-    (d -> rank -> d, 2·d·rank weights; the form of a low-rank M)."""
-    if rank <= 0:
-        return nn.Linear(d, d)
-    return nn.Sequential(nn.Linear(d, rank, bias=False), nn.Linear(rank, d))
-
-
-class _StatesOfUnroll(nn.Module):
-    """The fused core over an unroll and its every-step states, both with their graph, as one module
-    call, so that `functional_call` runs them on copies of the network's weights (not registered
-    anywhere: the engine builds one per unroll)."""
-
-    def __init__(self, net: nn.Module):
-        super().__init__()
-        self.net = net
-
-    def forward(self, x: Tensor, state: tuple[Tensor, ...]) -> tuple[Tensor, tuple[Tensor, ...], tuple[Tensor, ...]]:
-        out, end = self.net.core(x, state)
-        return out, end, self.net.step_states(x, state, out, graph=True)

@@ -99,7 +99,8 @@ class DNIOptions(BoundaryOptions):
                             f"{self.target_unrolls}")
         if self.pending_targets and self.target_unrolls < 2:
             raise UserError("model.dni.pending_targets trains M on the states awaiting an n-step target, which "
-                            "model.dni.target_unrolls 1 does not keep; set target_unrolls >= 2 or unset pending_targets")
+                            "model.dni.target_unrolls 1 does not keep; set target_unrolls >= 2 or unset "
+                            "pending_targets")
         if self.pending_targets and self.gamma == 0:
             raise UserError("model.dni.pending_targets needs model.dni.discount > 0 (each state's target is read off "
                             "one backward pass with the unrolls weighted γ^j)")

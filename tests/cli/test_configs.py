@@ -30,7 +30,8 @@ EXPECTED = [
 CONFIGS = sorted(set(CONFIG_DIR.rglob("*.yaml")) | set(EXPECTED))
 
 FF = re.compile(r"(digits|addition|mnist)-(bp|dni|cdni)(-bootstrap)?")  # ff/digits-cdni: task, variant, M's target
-FLAT = re.compile(r"(bptt|dni)(\d+)(-aux|-n(\d+))?")  # bptt8, dni20, dni8-aux, dni2-n4: T, DNI, DNI + Aux, n-step targets
+# bptt8, dni20, dni8-aux, dni2-n4, dni2-n8-pending: T, DNI, DNI + Aux, n-step targets (learned while pending)
+FLAT = re.compile(r"(bptt|dni)(\d+)(-aux|-n(\d+)(-pending)?)?")
 HIER = re.compile(r"hier-(bptt|cut|dni)(\d+)")  # hier-dni8: the message interface and the lower T
 REGIME = re.compile(r"(bptt|cut|dni)(-cond|-state)?")  # two-timescale/dni-cond: the regime, what M also reads
 
@@ -74,9 +75,10 @@ def test_every_shipped_config_instantiates_and_is_what_its_name_says(config, tmp
         assert (model.dni is not None and model.dni.conditional) == (reads == "-cond")
         assert (model.dni is not None and model.dni.sender_state) == (reads == "-state")
     elif m := FLAT.fullmatch(name):
-        kind, unroll, suffix, n = m.groups()
+        kind, unroll, suffix, n, pending = m.groups()
         assert isinstance(model, SeqModel)
         assert model.hparams.unroll == int(unroll)
         assert (model.dni is not None) == (kind == "dni")
         assert (model.dni is not None and model.dni.aux_weight > 0) == (suffix == "-aux")
         assert model.dni is None or model.dni.target_unrolls == int(n or 1)
+        assert model.dni is None or model.dni.pending_targets == bool(pending)

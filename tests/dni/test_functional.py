@@ -17,6 +17,7 @@ from seqdni.dni import (
     detach_state,
     diagnostics,
     flatten_state,
+    pending_targets,
     regression_loss,
     true_future_gradient,
 )
@@ -107,3 +108,34 @@ def test_diagnostics_over_a_window_are_the_mean_over_its_boundaries():
         torch.testing.assert_close(value, torch.stack([d[key] for d in each]).mean())
     assert 0 < window["sg/cosine"] < 1
     assert diagnostics(preds[0], -2 * preds[0], "sg/x")["sg/x/cosine"].item() == pytest.approx(-1.0)
+
+
+@pytest.mark.parametrize("gamma", [1.0, 0.5])
+def test_pending_targets_are_each_start_states_discounted_future_gradient(gamma):
+    """One backward gives every chunk's start state the gradient of its own discounted future:
+    δ_i = ∂(Σ_{j>=i} γ^(j-i) loss_j)/∂s_i + γ^(n-i) J_iᵀ g, checked against one autograd call per state."""
+    torch.manual_seed(0)
+    rnn = nn.RNNCell(3, 4).double()
+    w = torch.randn(4, dtype=torch.float64)
+    xs = [torch.randn(B, T, 3, dtype=torch.float64) for _ in range(3)]
+    g = torch.randn(B, 4, dtype=torch.float64)
+
+    def unroll(s, x):
+        h, loss = s, 0.0
+        for t in range(x.size(1)):
+            h = rnn(x[:, t], h)
+            loss = loss + (h * w).sum().pow(2)
+        return loss, h
+
+    s0 = torch.randn(B, 4, dtype=torch.float64)
+    states, targets = pending_targets(unroll, s0, xs, g, gamma, batch_dim=0)
+    assert states.shape == targets.shape == (3 * B, 4)
+    for i in range(3):
+        leaf = states[i * B : (i + 1) * B].clone().requires_grad_(True)
+        total, s = 0.0, leaf
+        for j in range(i, 3):
+            loss, s = unroll(s, xs[j])
+            total = total + gamma ** (j - i) * loss
+        total = total + gamma ** (3 - i) * (g * s).sum()
+        want = torch.autograd.grad(total, leaf)[0]
+        torch.testing.assert_close(targets[i * B : (i + 1) * B], want, rtol=1e-10, atol=1e-12)

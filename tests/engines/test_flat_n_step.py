@@ -48,10 +48,11 @@ def test_target_is_the_true_gradient_over_n_unrolls_then_the_bootstrap(n, gamma)
     assert len(outs[-1].carry.history) == n - 1
 
 
-def test_the_core_gets_the_same_gradient_whatever_n():
+@pytest.mark.parametrize("pending", [False, True])
+def test_the_core_gets_the_same_gradient_whatever_n(pending):
     net = char_lstm()
     x, y = random_ids(5 * T)
-    a = flat_engine(net, DNIOptions(scale=0.3, discount=1.0, target_unrolls=3))
+    a = flat_engine(net, DNIOptions(scale=0.3, discount=1.0, target_unrolls=3, pending_targets=pending))
     b = flat_engine(net, DNIOptions(scale=0.3, discount=1.0))
     randomize(a.boundary.sg, std=0.3)
     b.load_state_dict(a.state_dict())
@@ -150,7 +151,7 @@ def test_pending_targets_with_resets_need_no_episode_masks():
     stream's first episode end): two computations of the same quantity."""
     n = 2
     x, y = reset_bit_data(3 * BT)
-    made = []
+    made, made_engine = [], []
     for pending in (True, False):
         torch.manual_seed(0)
         e = FlatEngine(BitLSTM(BITS + 1, BITS, embed_dim=5, hidden_size=6, resets=True), BT,
@@ -159,10 +160,22 @@ def test_pending_targets_with_resets_need_no_episode_masks():
         randomize(e.boundary.sg, std=0.3)
         randomize(e.net, seed=3, std=0.3)
         made.append(unroll_all(e, x, y, BT))
+        made_engine.append(e)
     pending, oldest_only = made
     assert pending[1].target.shape[0] == BB and oldest_only[1].target is None  # a 1-unroll target at once
     torch.testing.assert_close(pending[2].target[:BB], oldest_only[2].target, rtol=1e-10, atol=1e-12)
     assert (pending[2].target[:BB] - pending[1].target).abs().max() > 1e-6  # the longer horizon adds something
+
+    # the newest state's row, by autograd alone: its unroll's losses (not those of the step that made
+    # it: the written-out recurrence returns that step's output as the state) and γ Jᵀ M, kept only
+    # where no episode ends in the unroll
+    e, s2 = made_engine[0], detach_state(pending[1].carry.state, requires_grad=True)
+    out, end = e.net.core(x[:, 2 * BT :], s2)
+    going_on = (~e.net.episode_ends(y[:, 2 * BT :])).double().unsqueeze(1)
+    total = BB * BT * e.net.loss(out, y[:, 2 * BT :]) + (going_on * e.boundary.sg(flatten_state(end)).detach()
+                                                         * flatten_state(end)).sum()
+    torch.testing.assert_close(pending[2].target[BB:], flatten_state(torch.autograd.grad(total, s2)),
+                               rtol=1e-10, atol=1e-12)
 
 
 def test_pending_targets_without_resets_are_refused_under_episodic():
