@@ -22,7 +22,8 @@ from `step_states` without a graph. With `aux_keep_graph` nothing is recomputed:
 on copies of the core's weights, its every-step states keep their graph until the next unroll
 trains them, and the auxiliary gradient is the one at the weights of one update before.
 With n-step targets (`target_unrolls`), the last n - 1 unrolls' start states, inputs and
-targets are carried (and checkpointed) until the oldest state's target is complete.
+targets are carried (and checkpointed) until the oldest state's target is complete; with
+`pending_targets`, M also learns every one of them at every update, on the horizon it has so far.
 """
 
 from __future__ import annotations
