@@ -16,6 +16,8 @@ import json
 import statistics
 from pathlib import Path
 
+from copy_table import config_name  # the run folders are named after the configs (scripts/ is on the path)
+
 METRICS = ("state/c_norm", "state/h_norm", "sg/pred_norm", "sg/target_norm", "sg/cosine", "sg/probe_cosine",
            "sg/probe_cosine_undiscounted", "val/bits_error")
 
@@ -38,8 +40,7 @@ def records(out: Path) -> list[dict]:
     results = json.loads((out / "results.json").read_text())
     rows = []
     for r in results["runs"]:
-        name = f"dni{r['unroll']}-aux" if r["variant"] == "dni-aux" else f"{r['variant']}{r['unroll']}"
-        s = scalars(out / r["task"] / name / f"seed{r['seed']}")
+        s = scalars(out / r["task"] / config_name(r["variant"], r["unroll"]) / f"seed{r['seed']}")
         rows.append({"label": out.name, "task": r["task"], "variant": r["variant"], "unroll": r["unroll"],
                      "seed": r["seed"], "steps": r["steps"], "extra": r["extra"], "solved": r["solved"],
                      "metrics": {m: summary(s[m]) for m in METRICS if s.get(m)}})
