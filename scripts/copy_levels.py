@@ -23,8 +23,7 @@ from pathlib import Path
 METHODS = {"bptt": "BPTT", "dni": "DNI", "dni-aux": "DNI + Aux", "dni-n2": "DNI, 2-step targets",
            "dni-n4": "DNI, 4-step targets", "dni-n8": "DNI, 8-step targets",
            "dni-pooled": "DNI, the batch's mean injected",
-           "dni-n8-pending": "DNI, 8-step targets learned while pending",
-           "dni-n8-pending-a0.3": "DNI, 8-step targets learned while pending, α = 0.3"}
+           "dni-n8-pending": "DNI, 8-step targets learned while pending"}
 
 
 def first_solved(history: list[dict]) -> dict[int, int]:

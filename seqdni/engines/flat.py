@@ -219,7 +219,7 @@ class FlatEngine(Unrolling, RecurrentEval, nn.Module):
             lengths = [t.size(1) for t in ys]
             joined = torch.cat(ys, dim=1)
             ys = list(torch.split(self.net.current_episode(joined), lengths, dim=1))
-            g = g * (~self.net.episode_ends(joined)).to(g.dtype).unsqueeze(1)
+            g = g * self._going_on(joined, g).unsqueeze(1)
 
         def unroll(s, xs):  # the n unrolls in one call of the core, each unroll's loss in its own units
             out, s = self.net.core(xs, s)
@@ -240,7 +240,7 @@ class FlatEngine(Unrolling, RecurrentEval, nn.Module):
         `episodic` (the network resets its state at each episode start, so no gradient crosses one): a
         stream whose episode ends in the last unroll keeps no future term."""
         if self.dni.episodic:
-            g = g * (~self.net.episode_ends(window[-1].targets)).to(g.dtype).unsqueeze(1)
+            g = g * self._going_on(window[-1].targets, g).unsqueeze(1)
 
         def unroll(s, kept):  # one unroll's loss in per-sequence units
             out, s = self.net.core(kept.inputs, s)
@@ -254,7 +254,11 @@ class FlatEngine(Unrolling, RecurrentEval, nn.Module):
         """`episodic`: γ per stream, 0 for those whose episode ended inside this unroll."""
         if not self.dni.episodic:
             return None
-        return self.dni.gamma * (~self.net.episode_ends(y)).to(g.dtype)
+        return self.dni.gamma * self._going_on(y, g)
+
+    def _going_on(self, y: Tensor, like: Tensor) -> Tensor:
+        """(B,) 1 for the streams whose episode does not end inside `y`, 0 for the others (like's dtype)."""
+        return (~self.net.episode_ends(y)).to(like.dtype)
 
     # ---- conditioning and kept steps ------------------------------------------------------------
     def condition(self, x_step: Tensor) -> Tensor | None:
