@@ -8,7 +8,8 @@ per-sequence units), undiscounted and discounted by the run's γ. It then fits t
 ridge chosen on a slice of them) and compares, on the held-out 20%, mean per-example cosine and
 explained fraction 1 - |pred - target|² / |target|² for: the checkpoint's M, ridge fits (the
 ceiling of a linear M with this state distribution) on the state, on tanh of it, on the state
-and the input read last (and their products), and the mean gradient (a constant). `episode` is
+and the input read last (and their products), with `--mlp W` a one-hidden-layer MLP of width W on
+tanh of the state (the epoch kept by a validation slice), and the mean gradient (a constant). `episode` is
 the true gradient of the current episode's losses alone, what an `episodic` M is trained towards.
 
     python scripts/copy_sg_ceiling.py --ckpt runs/copy-table/copy/dni2/seed1/checkpoints/latest.ckpt \
@@ -86,6 +87,26 @@ def ridge(features: torch.Tensor, target: torch.Tensor, train: int) -> torch.Ten
     return (X[train:] @ solve(train, lam)).float()
 
 
+def mlp(features: torch.Tensor, target: torch.Tensor, train: int, hidden: int, epochs: int = 60) -> torch.Tensor:
+    """Held-out predictions of a one-hidden-layer ReLU MLP (Adam, minibatches of 256) fitted to the
+    first 80% of `train` rows; the epoch kept is the best by cosine on the rest of `train`."""
+    fit_n = int(0.8 * train)
+    net = torch.nn.Sequential(torch.nn.Linear(features.size(1), hidden), torch.nn.ReLU(),
+                              torch.nn.Linear(hidden, target.size(1)))
+    opt = torch.optim.Adam(net.parameters(), lr=1e-3)
+    best, kept = -2.0, None
+    for _ in range(epochs):
+        for idx in torch.randperm(fit_n).split(256):
+            opt.zero_grad()
+            (net(features[idx]) - target[idx]).pow(2).sum(1).mean().backward()
+            opt.step()
+        with torch.no_grad():
+            score = scores(net(features[fit_n:train]), target[fit_n:train])["cosine"]
+            if score > best:
+                best, kept = score, net(features[train:]).clone()
+    return kept
+
+
 def main(argv: list[str] | None = None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--ckpt", required=True, help="a Copy or Repeat Copy DNI checkpoint written by seqdni.train")
@@ -93,6 +114,7 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--boundaries", type=int, default=150, help="boundaries per stream")
     p.add_argument("--unrolls", type=int, default=8, help="K: unrolls of true BPTT behind each boundary")
     p.add_argument("--warmup", type=int, default=60, help="steps that warm the state up first")
+    p.add_argument("--mlp", type=int, default=0, help="> 0: also fit an MLP of this width on tanh of the state")
     p.add_argument("--seed", type=int, default=12345, help="seed of the held-out streams")
     p.add_argument("--out", help="write the results as JSON here")
     a = p.parse_args(argv)
@@ -113,6 +135,8 @@ def main(argv: list[str] | None = None) -> dict:
         held = d[key][train:]
         results[key] = {"M": scores(d["m"][train:], held),
                         **{name: scores(ridge(f, d[key], train), held) for name, f in features.items()},
+                        **({f"mlp{a.mlp}(tanh s)": scores(mlp(torch.tanh(d["s"]), d[key], train, a.mlp), held)}
+                           if a.mlp else {}),
                         "mean": scores(d[key][:train].mean(0, keepdim=True).expand_as(held), held),
                         "target_norm": held.norm(dim=1).mean().item()}
     summary = {"ckpt": a.ckpt, "task": lm.task.name, "unroll": lm.engine.span, "level": level,

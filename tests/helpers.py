@@ -217,3 +217,14 @@ def run_python(args: list[str], cwd: Path, **env: str) -> subprocess.CompletedPr
 def run_cli(module: str, args: list[str], cwd: Path) -> subprocess.CompletedProcess:
     """`python -m MODULE ARGS` (`seqdni.train`, `seqdni.sample`)."""
     return run_python(["-m", module, *args], cwd)
+
+
+def weighted_ridge(fs: list[torch.Tensor], gs: list[torch.Tensor], rho: float, ridge: float) -> torch.Tensor:
+    """[W b]ᵀ of the exponentially weighted ridge regression, by the normal equations written out: the
+    rows of update k of K weigh (1 - ρ) ρ^(K-1-k) / rows, a column of ones appended for b."""
+    K, ff, fg = len(fs), 0.0, 0.0
+    for k, (f, g) in enumerate(zip(fs, gs)):
+        f1 = torch.cat([f, torch.ones(len(f), 1, dtype=f.dtype)], 1).double()
+        w = (1 - rho) * rho ** (K - 1 - k) / len(f)
+        ff, fg = ff + w * f1.T @ f1, fg + w * f1.T @ g.double()
+    return torch.linalg.solve(ff + ridge * ff.diagonal().mean() * torch.eye(len(ff), dtype=ff.dtype), fg)

@@ -24,6 +24,7 @@ import torch
 from torch import Tensor, nn
 
 from seqdni.dni.functional import bootstrapped_target, boundary_injection, diagnostics, regression_loss
+from seqdni.dni.least_squares import LeastSquares
 from seqdni.dni.options import SGOptions
 from seqdni.dni.state import State, as_tuple, flatten_state
 from seqdni.dni.synthetic import SyntheticGradient
@@ -37,13 +38,23 @@ class Interface(nn.Module):
         opts: Synthetic-gradient settings (`SGOptions`; `BoundaryOptions` at a truncation boundary).
         name: Diagnostics are named `sg/<name>/...` (`sg/...` without a name).
         cond_dim: Width of a conditioning input that M also reads (conditional DNI); 0 for none.
+        fit: (memory, ridge, every) to fit a linear M by least squares (`LeastSquares`) instead of
+            by its optimiser: M's parameters then take no gradient steps (`by_gradient` is false).
     """
 
-    def __init__(self, width: int, opts: SGOptions, name: str = "", cond_dim: int = 0):
+    def __init__(self, width: int, opts: SGOptions, name: str = "", cond_dim: int = 0,
+                 fit: tuple[int, float, int] | None = None):
         super().__init__()
         self.width, self.opts = width, opts
         self.prefix = f"sg/{name}" if name else "sg"
-        self.sg = SyntheticGradient(width, opts.hidden, cond_dim, opts.rank, opts.squash)
+        self.sg = SyntheticGradient(width, opts.hidden, cond_dim, opts.rank, opts.squash, opts.skip,
+                                    opts.experts, opts.expert_rank)
+        self.fit = None if fit is None else LeastSquares(width + cond_dim, width, *fit)
+
+    @property
+    def by_gradient(self) -> bool:
+        """Whether M learns by gradient steps on `learn`'s loss (else `learn` fits it by least squares)."""
+        return self.fit is None
 
     def rows(self, value: State, batch_dim: int = 1) -> Tensor:
         """A value as rows of `width` features (a (B, width) matrix passes through unchanged)."""
@@ -81,9 +92,16 @@ class Interface(nn.Module):
         return flatten_state(tuple(rest), batch_dim)
 
     def learn(self, inputs: Tensor, target: Tensor, cond: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        """M's regression loss (with its graph) on rows `inputs`, and the prediction, detached."""
-        prediction = self.sg(inputs, cond)
-        return regression_loss(prediction, target), prediction.detach()
+        """M's regression loss (with its graph) on rows `inputs`, and the prediction, detached. Fitted
+        by least squares, the loss (no graph) is the prediction's before the rows are folded in."""
+        if self.fit is None:
+            prediction = self.sg(inputs, cond)
+            return regression_loss(prediction, target), prediction.detach()
+        with torch.no_grad():
+            features = self.sg.features(inputs, cond)
+            prediction = self.sg.net(features)
+            self.fit.update(features, target, self.sg.net[-1])
+        return regression_loss(prediction, target), prediction
 
     def learn_leaves(self, leaves: list[State], n_recv: float, batch_dim: int = 1,
                      conds: list[Tensor] | None = None, extra: Tensor | None = None

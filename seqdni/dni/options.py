@@ -23,6 +23,11 @@ class SGOptions:
         squash: M reads tanh of the value, element-wise, so its prediction stays bounded however
             large the value grows. An LSTM's cell state can grow without bound on an endless
             stream; a linear M on it then grows with it, and the injection feeds the growth.
+        skip: With `hidden`: M is the MLP plus a linear map of the same input (both start at zero).
+        experts: > 0: M adds a gated mixture of this many low-rank linear maps,
+            Σ_k softmax(G f)_k U_k V_kᵀ f (f: what M reads): a linear map that changes with the state.
+            U starts at zero, so M starts as without it. 0: none.
+        expert_rank: The rank r of each of those maps (U_k, V_k: d × r).
     """
 
     hidden: int = 0
@@ -31,14 +36,20 @@ class SGOptions:
     clip: float = 1.0
     rank: int = 0
     squash: bool = False
+    skip: bool = False
+    experts: int = 0
+    expert_rank: int = 32
 
     def __post_init__(self) -> None:
-        for key in ("hidden", "lr", "clip", "rank"):
+        for key in ("hidden", "lr", "clip", "rank", "experts", "expert_rank"):
             if getattr(self, key) < 0:
                 raise UserError(f"model.dni.{key} must be >= 0, got {getattr(self, key)}")
         if self.hidden > 0 and self.rank > 0:
             raise UserError("model.dni.hidden (an MLP) and model.dni.rank (a low-rank linear map) exclude each "
                             "other; set one of them to 0")
+        if self.skip and self.hidden == 0:
+            raise UserError("model.dni.skip adds a linear map beside M's hidden layer; set model.dni.hidden > 0 "
+                            "or unset skip")
         if self.scale <= 0:
             raise UserError(f"model.dni.scale must be > 0, got {self.scale}")
 
@@ -62,6 +73,11 @@ class BoundaryOptions(SGOptions):
         rank: > 0: M is a linear map of this rank (cheaper than d × d); 0: full rank.
         squash: M reads tanh of the state, element-wise, so its prediction stays bounded however
             large the state grows (a cell state that integrates would otherwise drag M with it).
+        skip: With `hidden`: M is the MLP plus a linear map of the same input (both start at zero).
+        experts: > 0: M adds a gated mixture of this many low-rank linear maps,
+            Σ_k softmax(G f)_k U_k V_kᵀ f (f: what M reads): a linear map that changes with the state.
+            U starts at zero, so M starts as without it. 0: none.
+        expert_rank: The rank r of each of those maps (U_k, V_k: d × r).
         discount: γ in [0, 1], the factor on the future term of the bootstrapped target. Unset:
             γ = α (or 1 with `scale_target: false`). γ = α costs nothing extra (the target is
             ∂J_k/∂s_t of the one backward pass); any other γ costs one more vector-Jacobian

@@ -93,13 +93,14 @@ class FlatEngine(Unrolling, RecurrentEval, nn.Module):
         self.lr, self.weight_decay, self.clip = lr, weight_decay, clip
         d = net.state_size  # flattened (h, c) per example
         cond = net.cond_size if dni is not None and dni.conditional else 0
-        self.boundary = None if dni is None else Interface(d, dni, cond_dim=cond)
+        fit = (dni.least_squares, dni.ridge, dni.solve_every) if dni is not None and dni.least_squares else None
+        self.boundary = None if dni is None else Interface(d, dni, cond_dim=cond, fit=fit)
         self.aux = aux_head(d, dni.rank) if dni is not None and dni.aux_weight > 0 else None
 
     def param_groups(self) -> list[ParamGroup]:
         core = list(self.net.parameters()) + (list(self.aux.parameters()) if self.aux is not None else [])
         groups = [ParamGroup("core", core, self.lr, self.clip, self.weight_decay)]
-        if self.boundary is not None:
+        if self.boundary is not None and self.boundary.by_gradient:
             groups.append(ParamGroup("sg", list(self.boundary.parameters()), self.dni.lr, self.dni.clip))
         return groups
 
@@ -134,6 +135,7 @@ class FlatEngine(Unrolling, RecurrentEval, nn.Module):
             history = history[1:]
         if sg_loss is not None:
             stats["sg/loss"] = sg_loss.detach()
+            sg_loss = sg_loss if self.boundary.by_gradient else None  # least squares: M is fitted already
         new = Carry(detach_state(fwd.end), fwd.kept, boundary=True, prediction=live, graph=fwd.graph, history=history)
         return UnrollOut(loss.detach(), sg_loss, new, stats, target, prediction)
 

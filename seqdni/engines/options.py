@@ -22,6 +22,11 @@ class DNIOptions(BoundaryOptions):
         rank: > 0: M (and, under Aux, Â) is a linear map of this rank (cheaper than d × d); 0: full rank.
         squash: M reads tanh of the state, element-wise, so its prediction stays bounded however
             large the state grows (a cell state that integrates would otherwise drag M with it).
+        skip: With `hidden`: M is the MLP plus a linear map of the same input (both start at zero).
+        experts: > 0: M adds a gated mixture of this many low-rank linear maps,
+            Σ_k softmax(G f)_k U_k V_kᵀ f (f: what M reads): a linear map that changes with the state.
+            U starts at zero, so M starts as without it. 0: none.
+        expert_rank: The rank r of each of those maps (U_k, V_k: d × r).
         discount: γ, the factor on the future term of the bootstrapped target (unset: γ = α);
             M learns the future gradient with unroll k ahead weighted γ^k. γ ≠ α costs one more
             vector-Jacobian product with respect to the states.
@@ -75,6 +80,13 @@ class DNIOptions(BoundaryOptions):
             regression runs over n times the rows. M reads the states as the current weights
             recompute them from the oldest stored one. With `episodic`, needs streams that reset the
             state at each episode start (`data.resets`).
+        least_squares: > 0: M is not trained by its optimiser but fitted in closed form, at every
+            update, to its targets of about this many recent updates (an exponentially weighted
+            ridge regression, `seqdni.dni.LeastSquares`); `lr` and `clip` then do nothing. 0: Adam.
+            A full-rank linear M only (`hidden` and `rank` 0), not with `train_core` or `reuse`.
+        ridge: λ of the least-squares fit, relative to the mean squared input feature.
+        solve_every: The least-squares fit solves for M's weights every this many updates (a
+            (d+1)×(d+1) linear system); the moments take in every update's rows.
     """
 
     conditional: bool = False
@@ -85,6 +97,9 @@ class DNIOptions(BoundaryOptions):
     episodic: bool = False
     target_unrolls: int = 1
     pending_targets: bool = False
+    least_squares: int = 0
+    ridge: float = 0.01
+    solve_every: int = 10
 
     @property
     def second_pass(self) -> bool:
@@ -109,10 +124,18 @@ class DNIOptions(BoundaryOptions):
         if self.target_unrolls > 1 and multi:
             raise UserError(f"model.dni.target_unrolls > 1 (n-step targets) is for plain DNI; it does not combine "
                             f"with model.dni.{multi[0]}: unset one of them")
+        if self.least_squares < 0 or self.ridge < 0 or self.solve_every < 1:
+            raise UserError(f"model.dni.least_squares (updates of memory) and model.dni.ridge must be >= 0 and "
+                            f"model.dni.solve_every >= 1; got {self.least_squares}, {self.ridge}, {self.solve_every}")
+        fitted = [k for k, on in (("hidden", self.hidden > 0), ("rank", self.rank > 0), ("experts", self.experts > 0),
+                                  ("train_core", self.train_core), ("reuse", self.reuse)) if on]
+        if self.least_squares and fitted:
+            raise UserError(f"model.dni.least_squares fits a full-rank linear M in closed form, which "
+                            f"model.dni.{fitted[0]} rules out; unset one of them")
         if self.aux_keep_graph and self.aux_weight <= 0:
             raise UserError("model.dni.aux_keep_graph keeps a graph for the auxiliary loss of DNI + Aux, which "
                             "model.dni.aux_weight 0 turns off; set model.dni.aux_weight > 0 or unset aux_keep_graph")
-        clash = [k for k, on in (("hidden", self.hidden > 0), ("rank", self.rank > 0),
+        clash = [k for k, on in (("hidden", self.hidden > 0), ("rank", self.rank > 0), ("experts", self.experts > 0),
                                  ("aux_weight", self.aux_weight > 0), ("train_core", self.train_core)) if on]
         if self.reuse and clash:
             raise UserError(f"model.dni.reuse keeps M's graph across M's update, which only a full-rank linear M "

@@ -47,7 +47,7 @@ def test_table_script_trains_the_configs_writes_table_and_plots_and_reuses_runs(
 
 def test_dynamics_and_ceiling_scripts_read_a_copy_grid(tmp_path):
     """scripts/copy_dynamics.py summarises every run's logged metrics; scripts/copy_sg_ceiling.py
-    scores M and the best linear map against the true future gradient on a DNI checkpoint."""
+    scores M, the best linear map and an MLP fit against the true future gradient on a DNI checkpoint."""
     out = tmp_path / "grid"
     res = run_python(["scripts/copy_table.py", "--steps", "40", "--tasks", "copy", "--unrolls", "2", "--variants",
                       "bptt", "dni", "--out", str(out), "--extra", "--trainer.val_check_interval=2",
@@ -62,11 +62,12 @@ def test_dynamics_and_ceiling_scripts_read_a_copy_grid(tmp_path):
     assert rows[0]["metrics"]["state/c_norm"]["last"] > 0
     ckpt = out / "copy/dni2/seed1/checkpoints/latest.ckpt"
     res = run_python(["scripts/copy_sg_ceiling.py", "--ckpt", str(ckpt), "--rows", "8", "--boundaries", "20",
-                      "--unrolls", "4", "--out", str(tmp_path / "ceiling.json")], ROOT)
+                      "--unrolls", "4", "--mlp", "8", "--out", str(tmp_path / "ceiling.json")], ROOT)
     assert res.returncode == 0, res.stderr[-3000:]
     ceiling = json.loads((tmp_path / "ceiling.json").read_text())
     assert ceiling["boundaries"] == 8 * 20 and ceiling["held_out"] == 32
-    fits = {"ridge(s)", "ridge(tanh s)", "ridge(s, last input)", "ridge(s, last input, s x last input)"}
+    fits = {"ridge(s)", "ridge(tanh s)", "ridge(s, last input)", "ridge(s, last input, s x last input)",
+            "mlp8(tanh s)"}
     for key in ("true", "discounted", "episode"):
         assert set(ceiling["results"][key]) == {"M", "mean", "target_norm"} | fits
         assert all(-1 <= ceiling["results"][key][fit]["cosine"] <= 1 for fit in fits)
