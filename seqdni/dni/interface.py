@@ -50,6 +50,8 @@ class Interface(nn.Module):
         self.sg = SyntheticGradient(width, opts.hidden, cond_dim, opts.rank, opts.squash, opts.skip,
                                     opts.experts, opts.expert_rank)
         self.fit = None if fit is None else LeastSquares(width + cond_dim, width, *fit)
+        if self.fit is not None:  # set by the fit alone: no gradient, so DDP leaves M out of its reduction
+            self.sg.requires_grad_(False)
 
     @property
     def by_gradient(self) -> bool:

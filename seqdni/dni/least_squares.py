@@ -8,13 +8,16 @@ appended) and targets g_i, the weighted second moments
 
 give [W b]ᵀ = (F + λ · tr(F) / D · I)⁻¹ G: the ridge fit of the targets of the last `memory` updates or
 so. The ridge is relative to F's mean diagonal, so the fit does not depend on the features' scale
-(nor on a common factor of F and G). Unlike Adam, whose steps keep a weight moving by about its
+(nor on a common factor of F and G). Under torch.distributed each update's moments are averaged
+over the processes first, so every process holds the same fit (that of all their rows, when each
+has as many). Unlike Adam, whose steps keep a weight moving by about its
 learning rate whatever the noise, the fit averages its noisy targets over the whole memory.
 """
 
 from __future__ import annotations
 
 import torch
+import torch.distributed as dist
 from torch import Tensor, nn
 
 
@@ -41,9 +44,14 @@ class LeastSquares(nn.Module):
         """Fold one update's rows (f: inputs, g: targets) into the moments; every `every` updates,
         set `linear` to the ridge fit."""
         f1 = torch.cat([f, torch.ones_like(f[:, :1])], dim=1)
-        n = f.size(0)
-        self.ff.mul_(self.rho).add_((f1.T @ f1).double(), alpha=(1.0 - self.rho) / n)
-        self.fg.mul_(self.rho).add_((f1.T @ g.to(f1.dtype)).double(), alpha=(1.0 - self.rho) / n)
+        ff, fg = (f1.T @ f1).double() / f.size(0), (f1.T @ g.to(f1.dtype)).double() / f.size(0)
+        if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+            both = torch.cat([ff.flatten(), fg.flatten()])
+            dist.all_reduce(both)
+            both /= dist.get_world_size()
+            ff, fg = both[: ff.numel()].view_as(ff), both[ff.numel() :].view_as(fg)
+        self.ff.mul_(self.rho).add_(ff, alpha=1.0 - self.rho)
+        self.fg.mul_(self.rho).add_(fg, alpha=1.0 - self.rho)
         self.updates += 1
         if self.updates % self.every == 0:
             self.solve(linear)

@@ -2,7 +2,7 @@
 either 2 DDP ranks (gloo) of 2 streams each, or 1 process with all 4 streams. Each rank
 writes the windows it trained on and its final parameters to OUT/rank{r}.pt.
 
-    python tests/training/ddp_worker.py OUT DATA_DIR {ddp,single} {dni,aux}
+    python tests/training/ddp_worker.py OUT DATA_DIR {ddp,single} {dni,aux,least-squares}
 """
 
 from __future__ import annotations
@@ -37,7 +37,8 @@ def main(out: Path, data: Path, mode: str, variant: str) -> None:
     dm = CharDataModule(train_files=[str(data / "train.txt")], val_files=[str(data / "valid.txt")],
                         batch_size=STREAMS // devices, window=WINDOW, eval_batch_size=4 // devices, eval_window=32,
                         cache_dir=str(data / "cache"), download=False)
-    dni = DNIOptions(aux_weight=0.1 if variant == "aux" else 0.0)
+    dni = DNIOptions(aux_weight=0.1 if variant == "aux" else 0.0,
+                     least_squares=4 if variant == "least-squares" else 0, solve_every=2)
     model = SeqModel(dm.task, window=WINDOW, unroll=4, embed_dim=8, hidden_size=16, lr=1e-2, clip=0.5, dni=dni)
     rec = Record()
     # The SG model and the Aux head get gradients from a different backward pass than the
@@ -48,7 +49,7 @@ def main(out: Path, data: Path, mode: str, variant: str) -> None:
                         enable_progress_bar=False, enable_model_summary=False, callbacks=[rec])
     trainer.fit(model, dm)
     trainer.save_checkpoint(out / f"{mode}.ckpt")  # every rank takes part; rank 0 writes
-    torch.save({"windows": rec.windows, "carry": [t.clone() for t in model.carry.state], "params": {k: v.detach().clone() for k, v in model.state_dict().items()},
+    torch.save({"windows": rec.windows, "carry": [t.clone() for t in model.carry.state], "params": {k: v.detach().clone() for k, v in model.state_dict().items() if torch.is_tensor(v)},
                 "val_bpc": float(trainer.callback_metrics["val/bpc"]), "steps": trainer.global_step},
                out / f"{mode}-rank{trainer.global_rank}.pt")
 

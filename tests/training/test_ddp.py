@@ -29,9 +29,10 @@ def run(out: Path, mode: str, variant: str) -> None:
 
 
 @pytest.mark.slow
-def test_two_gloo_ranks_stay_identical_see_disjoint_streams_and_match_one_process(tmp_path):
-    """DNI + Aux: the core, the SG model and the Aux head all learn from separate backward passes."""
-    variant = "aux"
+@pytest.mark.parametrize("variant", ["aux", "least-squares"])
+def test_two_gloo_ranks_stay_identical_see_disjoint_streams_and_match_one_process(tmp_path, variant):
+    """DNI + Aux: the core, the SG model and the Aux head all learn from separate backward passes.
+    A least-squares M: its moments are averaged over the ranks, so it is the fit of all streams."""
     rng = random.Random(0)  # random letters: no two windows of the stream coincide by chance
     (tmp_path / "train.txt").write_text("".join(rng.choice("abcdefghijklmnopqrstuvwxyz") for _ in range(2000)))
     (tmp_path / "valid.txt").write_text("".join(rng.choice("abcdefghijklmnopqrstuvwxyz") for _ in range(400)))
