@@ -25,7 +25,8 @@ class DNIOptions(BoundaryOptions):
         skip: With `hidden`: M is the MLP plus a linear map of the same input (both start at zero).
         experts: > 0: M adds a gated mixture of this many low-rank linear maps,
             Σ_k softmax(G f)_k U_k V_kᵀ f (f: what M reads): a linear map that changes with the state.
-            U starts at zero, so M starts as without it. 0: none.
+            U starts at zero, so M starts as without it. 0: none. On Copy, no better than the
+            linear M (docs/copy.md, "At the barrier").
         expert_rank: The rank r of each of those maps (U_k, V_k: d × r).
         discount: γ, the factor on the future term of the bootstrapped target (unset: γ = α);
             M learns the future gradient with unroll k ahead weighted γ^k. γ ≠ α costs one more
@@ -83,7 +84,9 @@ class DNIOptions(BoundaryOptions):
         least_squares: > 0: M is not trained by its optimiser but fitted in closed form, at every
             update, to its targets of about this many recent updates (an exponentially weighted
             ridge regression, `seqdni.dni.LeastSquares`); `lr` and `clip` then do nothing. 0: Adam.
-            A full-rank linear M only (`hidden` and `rank` 0), not with `train_core` or `reuse`.
+            A full-rank linear M only (`hidden`, `rank` and `experts` 0), not with `train_core` or
+            `reuse`. On Copy every memory tried trained the core less well than Adam (docs/copy.md,
+            "At the barrier"): the fit lags the changing core.
         ridge: λ of the least-squares fit, relative to the mean squared input feature.
         solve_every: The least-squares fit solves for M's weights every this many updates (a
             (d+1)×(d+1) linear system); the moments take in every update's rows.
