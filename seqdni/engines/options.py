@@ -69,7 +69,8 @@ class DNIOptions(BoundaryOptions):
             ∂(Σ_{j<n} γ^j ℓ_{k+j})/∂s_t + γ^n J_nᵀ M(s_{t+nT}), by BPTT from s_t through the n unrolls
             recomputed from their stored start state and inputs with the current weights (a
             vector-Jacobian product with respect to the state only; on the Copy configs an update
-            costs 1.85× a 1-step one at n = 4, 2.7× at n = 8). The core's update is unchanged.
+            costs 1.9–2.1× a 1-step one at n = 4, 3.0–3.6× at n = 8; docs/copy.md). The core's update
+            is unchanged.
             With `episodic`, the losses stop at each stream's first episode end and that stream's
             target has no future term. Plain DNI only (not with Aux, `conditional`, `train_core`
             or `reuse`).
@@ -78,7 +79,8 @@ class DNIOptions(BoundaryOptions):
             k < n unrolls after it, then γ^k Jᵀ M at their end): a state is learned from the update
             after it was made, with a horizon that grows by one unroll per update up to n, instead of
             once, n - 1 updates late. Same recomputation and one backward as the n-step target; M's
-            regression runs over n times the rows. M reads the states as the current weights
+            regression runs over n times the rows (at n = 8 an update costs 1.13–1.27× the plain
+            n-step one on the Copy configs). M reads the states as the current weights
             recompute them from the oldest stored one. With `episodic`, needs streams that reset the
             state at each episode start (`data.resets`).
         least_squares: > 0: M is not trained by its optimiser but fitted in closed form, at every
