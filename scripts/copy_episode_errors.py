@@ -32,10 +32,10 @@ def wrong_bits(net, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         return (((net.logits(out) > 0).to(y.dtype) != y[..., :k]).to(y.dtype) * y[..., k : k + 1]).sum(-1)
 
 
-def output_errors(net, x: torch.Tensor, y: torch.Tensor) -> list[dict]:
-    """Mean wrong bits at the i-th output step of an episode, i = 1, 2, ..., over all episodes."""
-    k = net.output_size
-    wrong, scored, end = wrong_bits(net, x, y), y[..., k], y[..., k + 1]
+def output_errors(wrong: torch.Tensor, y: torch.Tensor, k: int) -> list[dict]:
+    """Mean wrong bits (`wrong_bits`) at the i-th output step of an episode, i = 1, 2, ..., over all
+    episodes; k: the network's output bits."""
+    scored, end = y[..., k], y[..., k + 1]
     counted = scored.cumsum(1)
     before = torch.cummax(counted * end, dim=1).values  # output steps up to the last episode end so far
     before = torch.cat([torch.zeros_like(before[:, :1]), before[:, :-1]], dim=1)
@@ -44,10 +44,8 @@ def output_errors(net, x: torch.Tensor, y: torch.Tensor) -> list[dict]:
              "episodes": int((place == i).sum())} for i in range(1, int(place.max()) + 1)]
 
 
-def episode_errors(net, x: torch.Tensor, y: torch.Tensor) -> list[dict]:
-    """Mean wrong bits per episode at each place in the rows, over the rows that finish it."""
-    k = net.output_size
-    wrong = wrong_bits(net, x, y)
+def episode_errors(wrong: torch.Tensor, y: torch.Tensor, k: int) -> list[dict]:
+    """Mean wrong bits (`wrong_bits`) per episode at each place in the rows, over the rows that finish it."""
     end = y[..., k + 1]
     place = end.cumsum(1) - end  # each step's episode, counted from 0 in its row
     rows = []
@@ -76,7 +74,8 @@ def main(argv: list[str] | None = None) -> None:
     level = a.level or int(ckpt[cls.__name__]["level"])
     dm = cls(level=level, resets=lm.task.resets)
     x, y = FixedEpisodes(dm._eval_draw, dm.x_dim, a.rows, a.span, 1, a.seed).grid(a.rows, a.span)
-    rows, steps = episode_errors(lm.net.eval(), x, y), output_errors(lm.net, x, y)
+    wrong, k = wrong_bits(lm.net.eval(), x, y), lm.net.output_size  # one forward pass serves both tables
+    rows, steps = episode_errors(wrong, y, k), output_errors(wrong, y, k)
     print(f"{a.ckpt}: {lm.task.name}, N = {level}, {a.rows} rows of {a.span} steps from the zero state")
     print("| episode in the row | wrong bits per episode | episodes |\n|---:|---:|---:|")
     for r in rows:

@@ -52,8 +52,9 @@ def test_output_errors_find_the_failing_output_step_and_episode_errors_count_it_
     dm = CopyDataModule(level=4)
     x, y = FixedEpisodes(dm._eval_draw, dm.x_dim, 5, 200, 1, seed=3).grid(5, 200)
     net = Oracle(y, bad=3)
-    steps = script.output_errors(net, x, y)
+    wrong = script.wrong_bits(net, x, y)
+    steps = script.output_errors(wrong, y, net.output_size)
     assert [s["output_step"] for s in steps] == [1, 2, 3, 4]
     assert [s["wrong_bits"] for s in steps] == [0.0, 0.0, 1.0, 0.0]
     assert len({s["episodes"] for s in steps}) == 1 and steps[0]["episodes"] > 5
-    assert all(r["wrong_bits"] == 1.0 for r in script.episode_errors(net, x, y))
+    assert all(r["wrong_bits"] == 1.0 for r in script.episode_errors(wrong, y, net.output_size))
