@@ -82,3 +82,29 @@ def test_every_shipped_config_instantiates_and_is_what_its_name_says(config, tmp
         assert (model.dni is not None and model.dni.aux_weight > 0) == (suffix == "-aux")
         assert model.dni is None or model.dni.target_unrolls == int(n or 1)
         assert model.dni is None or model.dni.pending_targets == bool(pending)
+
+
+# The benchmark configs beside the results they produced (docs/**/configs): <method><T>, then what each
+# differs in from configs/ptb-cpu: -n<k>-pending targets, -g05 / -g1 the discount γ, -squash, -rank64,
+# -scale02 (α = 0.2, γ kept at 0.1), -reuse.
+BENCH = sorted((ROOT / "docs").rglob("*.yaml"))
+BENCH_PART = {"g05": ("gamma", 0.5), "g1": ("gamma", 1.0), "squash": ("squash", True), "rank64": ("rank", 64),
+              "scale02": ("scale", 0.2), "reuse": ("reuse", True), "pending": ("pending_targets", True)}
+
+
+@pytest.mark.parametrize("config", BENCH, ids=lambda p: str(p.relative_to(ROOT)))
+def test_every_benchmark_config_in_docs_instantiates_and_is_what_its_name_says(config, tmp_path, monkeypatch):
+    monkeypatch.setenv(ptb.ENV_VAR, str(write_ptb(tmp_path / "ptb", "char", CHAR_FILES)))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    model = cli(["--config", str(config), f"--trainer.default_root_dir={tmp_path}"], run=False).model
+    first, *parts = config.stem.split("-")
+    m = re.fullmatch(r"(bptt|dni)(\d+)", first)
+    assert m, f"{config.stem}: a benchmark config is named <bptt|dni><T>[-...]"
+    assert isinstance(model, SeqModel) and model.hparams.unroll == int(m.group(2))
+    assert (model.dni is not None) == (m.group(1) == "dni")
+    for part in parts:
+        if re.fullmatch(r"n\d+", part):
+            assert model.dni.target_unrolls == int(part[1:])
+        else:
+            key, value = BENCH_PART[part]
+            assert getattr(model.dni, key) == value, f"{config.stem}: model.dni.{key} is not {value}"

@@ -62,12 +62,13 @@ def test_dynamics_and_ceiling_scripts_read_a_copy_grid(tmp_path):
     assert rows[0]["metrics"]["state/c_norm"]["last"] > 0
     ckpt = out / "copy/dni2/seed1/checkpoints/latest.ckpt"
     res = run_python(["scripts/copy_sg_ceiling.py", "--ckpt", str(ckpt), "--rows", "8", "--boundaries", "20",
-                      "--unrolls", "4", "--mlp", "8", "--out", str(tmp_path / "ceiling.json")], ROOT)
+                      "--unrolls", "4", "--mlp", "8", "--ranks", "2", "--out", str(tmp_path / "ceiling.json")], ROOT)
     assert res.returncode == 0, res.stderr[-3000:]
     ceiling = json.loads((tmp_path / "ceiling.json").read_text())
     assert ceiling["boundaries"] == 8 * 20 and ceiling["held_out"] == 32
     fits = {"ridge(s)", "ridge(tanh s)", "ridge(s, last input)", "ridge(s, last input, s x last input)",
-            "mlp8(tanh s)"}
+            "mlp8(tanh s)", "rank2(tanh s)", "diagonal(tanh s)", "ridge(tanh s, episode vectors)",
+            "ridge(tanh s, episode vectors x place)"}
     for key in ("true", "discounted", "episode"):
         assert set(ceiling["results"][key]) == {"M", "mean", "target_norm"} | fits
         assert all(-1 <= ceiling["results"][key][fit]["cosine"] <= 1 for fit in fits)
