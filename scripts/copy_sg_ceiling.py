@@ -206,6 +206,9 @@ def main(argv: list[str] | None = None) -> dict:
                         **{name: scores(ridge(f, d[key], train), held) for name, f in features.items()},
                         **({f"mlp{a.mlp}(tanh s)": scores(mlp(torch.tanh(d["s"]), d[key], train, a.mlp), held)}
                            if a.mlp else {}),
+                        **({f"mlp{a.mlp}(tanh s, episode vectors)": scores(mlp(
+                            features["ridge(tanh s, episode vectors)"], d[key], train, a.mlp), held)}
+                           if a.mlp and "vectors" in d else {}),
                         **{f"rank{r}(tanh s)": scores(ridge(torch.tanh(d["s"]), d[key], train, rank=r), held)
                            for r in a.ranks},
                         **({"diagonal(tanh s)": scores(ridge(torch.tanh(d["s"]), d[key], train, diagonal=True), held)}

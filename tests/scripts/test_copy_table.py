@@ -68,7 +68,7 @@ def test_dynamics_and_ceiling_scripts_read_a_copy_grid(tmp_path):
     assert ceiling["boundaries"] == 8 * 20 and ceiling["held_out"] == 32
     fits = {"ridge(s)", "ridge(tanh s)", "ridge(s, last input)", "ridge(s, last input, s x last input)",
             "mlp8(tanh s)", "rank2(tanh s)", "diagonal(tanh s)", "ridge(tanh s, episode vectors)",
-            "ridge(tanh s, episode vectors x place)"}
+            "ridge(tanh s, episode vectors x place)", "mlp8(tanh s, episode vectors)"}
     for key in ("true", "discounted", "episode"):
         assert set(ceiling["results"][key]) == {"M", "mean", "target_norm"} | fits
         assert all(-1 <= ceiling["results"][key][fit]["cosine"] <= 1 for fit in fits)
