@@ -74,18 +74,21 @@ def collect(lm, x, y, warmup: int, boundaries: int, K: int, level: int):
     return {k: torch.cat(v) for k, v in rows.items() if v}
 
 
+def episode_start(x: torch.Tensor) -> torch.Tensor:
+    """Per row of inputs with resets (episode-start flag last): the step at which the episode under way
+    began, -1 where none began in `x`."""
+    return torch.where(x[..., -1] > 0, torch.arange(x.size(1)), -1).amax(1)
+
+
 def output_phase(x: torch.Tensor) -> torch.Tensor:
     """Per row of inputs with resets (..., bits, delimiter, episode start): 1. where the episode under
     way has read its delimiter, so only blanks remain to be read; 0. while it is still reading vectors."""
-    pos = torch.arange(x.size(1))
-    start = torch.where(x[..., -1] > 0, pos, -1).amax(1, keepdim=True)
-    return ((x[..., -2] > 0) & (pos >= start)).any(1).float()
+    return ((x[..., -2] > 0) & (torch.arange(x.size(1)) >= episode_start(x)[:, None])).any(1).float()
 
 
 def episode_place(x: torch.Tensor) -> torch.Tensor:
     """Per row of inputs with resets: how many steps of the episode under way have been read."""
-    pos = torch.arange(x.size(1))
-    return x.size(1) - torch.where(x[..., -1] > 0, pos, -1).amax(1)
+    return x.size(1) - episode_start(x)
 
 
 def episode_vectors(x: torch.Tensor, level: int, bits: int) -> torch.Tensor:
@@ -93,8 +96,7 @@ def episode_vectors(x: torch.Tensor, level: int, bits: int) -> torch.Tensor:
     in it, as ±1 bits (0 for a place not read yet): (rows, level · bits). In Copy these are the
     episode's future targets, what a conditional M would be given as labels."""
     rows, steps = x.size(0), x.size(1)
-    pos = torch.arange(steps)
-    start = torch.where(x[..., -1] > 0, pos, -1).amax(1)
+    pos, start = torch.arange(steps), episode_start(x)
     delimiter_seen = torch.cumsum(x[..., bits] * (pos[None] >= start[:, None]), dim=1) > 0
     out = torch.zeros(rows, level, bits)
     for i in range(level):
@@ -193,25 +195,26 @@ def main(argv: list[str] | None = None) -> dict:
         d = {k: v[keep] for k, v in d.items()}
     train = int(0.8 * len(d["s"]))
     results = {}
-    features = {"ridge(s)": d["s"], "ridge(tanh s)": torch.tanh(d["s"]),
+    ts = torch.tanh(d["s"])  # what a squashing M reads
+    features = {"ridge(s)": d["s"], "ridge(tanh s)": ts,
                 "ridge(s, last input)": torch.cat([d["s"], d["x_last"]], 1),
                 "ridge(s, last input, s x last input)": torch.cat([d["s"], d["x_last"], outer(d["s"], d["x_last"])], 1)}
     if "vectors" in d:  # the episode's targets, as labels: what M cannot read from a state that lost them
-        features |= {"ridge(tanh s, episode vectors)": torch.cat([torch.tanh(d["s"]), d["vectors"]], 1),
+        features |= {"ridge(tanh s, episode vectors)": torch.cat([ts, d["vectors"]], 1),
                      "ridge(tanh s, episode vectors x place)": torch.cat(
-                         [torch.tanh(d["s"]), outer(d["vectors"], d["place"])], 1)}
+                         [ts, outer(d["vectors"], d["place"])], 1)}
     for key in ("true", "discounted", "episode"):
         held = d[key][train:]
         results[key] = {"M": scores(d["m"][train:], held),
                         **{name: scores(ridge(f, d[key], train), held) for name, f in features.items()},
-                        **({f"mlp{a.mlp}(tanh s)": scores(mlp(torch.tanh(d["s"]), d[key], train, a.mlp), held)}
+                        **({f"mlp{a.mlp}(tanh s)": scores(mlp(ts, d[key], train, a.mlp), held)}
                            if a.mlp else {}),
                         **({f"mlp{a.mlp}(tanh s, episode vectors)": scores(mlp(
                             features["ridge(tanh s, episode vectors)"], d[key], train, a.mlp), held)}
                            if a.mlp and "vectors" in d else {}),
-                        **{f"rank{r}(tanh s)": scores(ridge(torch.tanh(d["s"]), d[key], train, rank=r), held)
+                        **{f"rank{r}(tanh s)": scores(ridge(ts, d[key], train, rank=r), held)
                            for r in a.ranks},
-                        **({"diagonal(tanh s)": scores(ridge(torch.tanh(d["s"]), d[key], train, diagonal=True), held)}
+                        **({"diagonal(tanh s)": scores(ridge(ts, d[key], train, diagonal=True), held)}
                            if a.ranks else {}),
                         "mean": scores(d[key][:train].mean(0, keepdim=True).expand_as(held), held),
                         "target_norm": held.norm(dim=1).mean().item()}
