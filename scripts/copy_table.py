@@ -4,8 +4,10 @@
 
 `--variants dni-n4` adds DNI with 4-step targets (`configs/<task>/dni{2,3}-n4.yaml`,
 `model.dni.target_unrolls: 4`), and `dni-n8-pending` DNI with 8-step targets learned while pending
-and α = 1 (`configs/<task>/dni{2,3}-n8-pending.yaml`). With --upper, each task also gets the upper-bound row: BPTT over
-the whole 60-step window (`configs/<task>/bptt60.yaml`), under the same step budget.
+and α = 1 (`configs/<task>/dni{2,3}-n8-pending.yaml`); `cdni-n8-pending` the same with a conditional M
+that also reads the targets its target covers (`configs/copy/cdni{2,3}-n8-pending.yaml`). With --upper,
+each task also gets the upper-bound row: BPTT over the whole 60-step window (`configs/<task>/bptt60.yaml`),
+under the same step budget.
 
 Each run is `python -m seqdni.train --config configs/<task>/<name>.yaml --trainer.max_steps S
 --seed_everything k`, logged under OUT/<task>/<name>/seed<k>. A run that finished with the same
@@ -35,7 +37,8 @@ TASKS = ("copy", "repeat-copy")
 UNROLLS = (2, 3, 4, 5)
 UPPER = 60  # the upper bound: BPTT whose unroll is the whole training window
 VARIANTS = {"bptt": "BPTT", "dni": "DNI", "dni-aux": "DNI + Aux", "dni-n4": "DNI, 4-step targets",
-            "dni-n8-pending": "DNI, 8-step targets learned while pending"}
+            "dni-n8-pending": "DNI, 8-step targets learned while pending",
+            "cdni-n8-pending": "cDNI (M also reads the targets ahead), 8-step targets learned while pending"}
 DEFAULT_VARIANTS = ("bptt", "dni", "dni-aux")  # the paper's three; dni-n4 and dni-n8-pending ship for T = 2, 3
 # Jaderberg et al. 2017, largest sequence length solved (see docs/dni-rnn.md).
 PAPER = {
@@ -164,8 +167,9 @@ def plots(results: list[dict], out: Path, tasks, unrolls, variants) -> None:
                     dpi=80)
         plt.close(fig)
     colors = {"bptt": "tab:gray", "dni": "tab:blue", "dni-aux": "tab:orange", "dni-n4": "tab:green",
-              "dni-n8-pending": "tab:red"}
-    offset = {"bptt": -0.06, "dni": 0.0, "dni-aux": 0.06, "dni-n4": 0.12, "dni-n8-pending": 0.18}  # equal curves apart
+              "dni-n8-pending": "tab:red", "cdni-n8-pending": "tab:brown"}
+    offset = {"bptt": -0.06, "dni": 0.0, "dni-aux": 0.06, "dni-n4": 0.12, "dni-n8-pending": 0.18,
+              "cdni-n8-pending": 0.24}  # equal curves apart
     for task in tasks:
         fig, axes = plt.subplots(2, len(unrolls), figsize=(3 * len(unrolls), 4.6), sharex="col", sharey="row",
                                  squeeze=False)

@@ -38,6 +38,9 @@ class CopyDataModule(L.LightningDataModule):
             the stream's state. No state, and no gradient, crosses an episode end; truncation
             boundaries still fall anywhere inside episodes. False: the state runs on from one
             episode into the next.
+        lookahead: Each training batch's targets run this many steps past its window (the first
+            targets of the next batch), for a conditional M that reads the targets ahead
+            (`model.dni.lookahead`, at most this). 0: the targets cover the window only.
     """
 
     task_name = "copy"
@@ -46,7 +49,7 @@ class CopyDataModule(L.LightningDataModule):
     def __init__(self, batch_size: int = 32, window: int = 60, bits: int = 8, level: int = 1, shorter: float = 0.0,
                  max_lead_in: int = 10, epoch_batches: int = 1000, seed: int | None = None,
                  eval_batch_size: int = 32, eval_window: int = 120, eval_batches: int = 3, eval_warmup: int = 0,
-                 resets: bool = False):
+                 resets: bool = False, lookahead: int = 0):
         super().__init__()
         for key, value in (("batch_size", batch_size), ("window", window), ("bits", bits), ("level", level),
                            ("epoch_batches", epoch_batches), ("eval_batch_size", eval_batch_size),
@@ -55,14 +58,14 @@ class CopyDataModule(L.LightningDataModule):
                 raise UserError(f"data.{key} must be positive, got {value}")
         if not 0.0 <= shorter <= 1.0:
             raise UserError(f"data.shorter is a fraction of episodes in [0, 1], got {shorter}")
-        for key, value in (("max_lead_in", max_lead_in), ("eval_warmup", eval_warmup)):
+        for key, value in (("max_lead_in", max_lead_in), ("eval_warmup", eval_warmup), ("lookahead", lookahead)):
             if value < 0:
                 raise UserError(f"data.{key} must be >= 0, got {value}")
         self.batch_size, self.window, self.bits, self.level, self.shorter = batch_size, window, bits, level, shorter
         self.max_lead_in, self.epoch_batches = max_lead_in, epoch_batches
         self.seed = int(torch.randint(0, 2**31 - 1, ()).item()) if seed is None else seed
         self.eval_batch_size, self.eval_window, self.eval_batches = eval_batch_size, eval_window, eval_batches
-        self.eval_warmup, self.resets = eval_warmup, resets
+        self.eval_warmup, self.resets, self.lookahead = eval_warmup, resets, lookahead
 
     # ---- the task ---------------------------------------------------------------------------
     @property
@@ -129,7 +132,7 @@ class CopyDataModule(L.LightningDataModule):
         if self.trainer is not None and self.trainer.world_size > 1:
             raise UserError("the copy tasks run on one device; set trainer.devices to 1")
         return EpisodeStreams(self.draw, self.channels, self.x_dim, self.batch_size, self.window,
-                              self.epoch_batches, self.seed, self.max_lead_in)
+                              self.epoch_batches, self.seed, self.max_lead_in, self.lookahead)
 
     def val_dataloader(self) -> FixedEpisodes:
         return FixedEpisodes(self._eval_draw, self.x_dim, self.eval_batch_size, self.eval_window,
@@ -173,6 +176,7 @@ class RepeatCopyDataModule(CopyDataModule):
             `CopyDataModule`); 0 scores every episode.
         resets: Every episode starts from the zero state (see `CopyDataModule`).
         max_repeats: Largest repeat count R; the input carries R / max_repeats.
+        lookahead: Targets past each training window (see `CopyDataModule`).
     """
 
     task_name = "repeat-copy"
@@ -180,9 +184,9 @@ class RepeatCopyDataModule(CopyDataModule):
     def __init__(self, batch_size: int = 32, window: int = 60, bits: int = 8, level: int = 1, shorter: float = 0.0,
                  max_lead_in: int = 10, epoch_batches: int = 1000, seed: int | None = None,
                  eval_batch_size: int = 32, eval_window: int = 120, eval_batches: int = 3, eval_warmup: int = 0,
-                 resets: bool = False, max_repeats: int = 2):
+                 resets: bool = False, max_repeats: int = 2, lookahead: int = 0):
         super().__init__(batch_size, window, bits, level, shorter, max_lead_in, epoch_batches, seed,
-                         eval_batch_size, eval_window, eval_batches, eval_warmup, resets)
+                         eval_batch_size, eval_window, eval_batches, eval_warmup, resets, lookahead)
         if max_repeats <= 0:
             raise UserError(f"data.max_repeats must be positive, got {max_repeats}")
         self.max_repeats = max_repeats

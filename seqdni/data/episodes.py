@@ -80,20 +80,22 @@ class EpisodeStreams(ResumableBatches):
     worth at a time, so they follow the curriculum level within a few batches. An epoch is `length` batches; a new
     epoch starts every row afresh (the model resets its state at epoch start too). The
     generator, the position and the unfinished episodes are in `state_dict`, so a
-    checkpoint resumes the exact stream.
+    checkpoint resumes the exact stream. With `lookahead` L, a batch's targets run L steps past its
+    window: they are the first targets of the next batch, already drawn.
     """
 
     def __init__(self, draw: Draw, channels: int, x_dim: int, batch_size: int, window: int, length: int,
-                 seed: int, max_lead_in: int):
+                 seed: int, max_lead_in: int, lookahead: int = 0):
         super().__init__(length)
         self.draw, self.channels, self.x_dim = draw, channels, x_dim
         self.batch_size, self.window, self.max_lead_in = batch_size, window, max_lead_in
+        self.lookahead = lookahead
         self.gen = torch.Generator().manual_seed(seed)
         self.refill = 4
         self.pending: list[Tensor] = []
 
     def _fill(self, row: Tensor) -> Tensor:
-        short = self.window - row.size(0)
+        short = self.window + self.lookahead - row.size(0)
         if short <= 0:
             return row
         return torch.cat([row, self.draw(self.gen, short + (self.refill - 1) * self.window)])
@@ -106,8 +108,8 @@ class EpisodeStreams(ResumableBatches):
     def batch(self, i: int) -> tuple[Tensor, Tensor]:
         rows = [self._fill(r) for r in self.pending]
         self.pending = [r[self.window :] for r in rows]
-        batch = torch.stack([r[: self.window] for r in rows])
-        return batch[..., : self.x_dim], batch[..., self.x_dim :]
+        batch = torch.stack([r[: self.window + self.lookahead] for r in rows])
+        return batch[:, : self.window, : self.x_dim], batch[..., self.x_dim :]
 
     def state_dict(self) -> dict:
         return {**super().state_dict(), "generator": self.gen.get_state(),

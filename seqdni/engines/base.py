@@ -96,24 +96,26 @@ class Steps:
 @dataclass
 class Kept:
     """The input of steps an engine recomputes later: the state before them, their inputs (and, for
-    an n-step target, their targets)."""
+    an n-step target, their targets and what a conditional M reads beside the state)."""
 
     state: tuple[Tensor, ...]
     inputs: Tensor
     targets: Tensor | None = None
+    cond: Tensor | None = None
 
     def to(self, device: torch.device) -> Kept:
-        y = None if self.targets is None else self.targets.to(device)
-        return Kept(tuple(t.to(device) for t in self.state), self.inputs.to(device), y)
+        y, c = (None if t is None else t.to(device) for t in (self.targets, self.cond))
+        return Kept(tuple(t.to(device) for t in self.state), self.inputs.to(device), y, c)
 
     def state_dict(self, gather: Gather) -> dict:
         saved = {"state": [gather(t) for t in self.state], "x": gather(self.inputs)}
-        return saved if self.targets is None else {**saved, "y": gather(self.targets)}
+        extra = {k: gather(t) for k, t in (("y", self.targets), ("c", self.cond)) if t is not None}
+        return {**saved, **extra}
 
     @classmethod
     def from_state_dict(cls, saved: dict, rank: int) -> Kept:
-        y = saved.get("y")
-        return cls(tuple(t[rank] for t in saved["state"]), saved["x"][rank], None if y is None else y[rank])
+        y, c = (None if saved.get(k) is None else saved[k][rank] for k in ("y", "c"))
+        return cls(tuple(t[rank] for t in saved["state"]), saved["x"][rank], y, c)
 
 
 @dataclass

@@ -23,13 +23,14 @@ on copies of the core's weights, its every-step states keep their graph until th
 trains them, and the auxiliary gradient is the one at the weights of one update before.
 With n-step targets (`target_unrolls`), the last n - 1 unrolls' start states, inputs and
 targets are carried (and checkpointed) until the oldest state's target is complete; with
-`pending_targets`, M also learns every one of them at every update, on the horizon it has so far.
+`pending_targets`, M also learns every one of them at every update, on the horizon it has so far
+(`seqdni.engines.n_step`). With `lookahead` L (a conditional M on the targets ahead), `update` gets the
+unroll's T targets and L more: M(s_t) reads targets 0..L-1 of them, M(s_{t+T}) targets T..T+L-1.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from itertools import accumulate
 
 import torch
 from torch import Tensor, nn
@@ -40,9 +41,7 @@ from seqdni.dni import (
     cosine,
     detach_state,
     flatten_state,
-    pending_targets,
     regression_loss,
-    true_future_gradient,
 )
 from seqdni.engines.aux import StatesOfUnroll, aux_head
 from seqdni.engines.base import (
@@ -53,6 +52,7 @@ from seqdni.engines.base import (
     Unrolling,
     UnrollOut,
 )
+from seqdni.engines.n_step import NStepTargets
 from seqdni.engines.options import DNIOptions
 from seqdni.errors import UserError
 
@@ -66,7 +66,7 @@ class Forward:
     graph: Tensor | None = None  # `aux_keep_graph`: `states` with their graph, trained one unroll later
 
 
-class FlatEngine(Unrolling, RecurrentEval, nn.Module):
+class FlatEngine(NStepTargets, Unrolling, RecurrentEval, nn.Module):
     """A recurrent network, its boundary interface (M) and, for DNI + Aux, its aux head Â.
 
     Args:
@@ -82,6 +82,9 @@ class FlatEngine(Unrolling, RecurrentEval, nn.Module):
         if dni is not None and dni.conditional and not hasattr(net, "next_input"):
             raise UserError(f"model.dni.conditional needs the input after each unroll, which a {type(net).__name__} "
                              "task does not provide; set model.dni.conditional to false")
+        if dni is not None and dni.lookahead and not hasattr(net, "condition_targets"):
+            raise UserError(f"model.dni.lookahead needs a task whose targets M can read ahead (Copy, Repeat Copy); "
+                            f"a {type(net).__name__} task has none, so set model.dni.lookahead to 0")
         if dni is not None and dni.episodic and not hasattr(net, "episode_ends"):
             raise UserError(f"model.dni.episodic needs a task with episodes (Copy, Repeat Copy); a "
                              f"{type(net).__name__} task has none, so set model.dni.episodic to false")
@@ -92,7 +95,9 @@ class FlatEngine(Unrolling, RecurrentEval, nn.Module):
         self.net, self.span, self.dni = net, unroll, dni
         self.lr, self.weight_decay, self.clip = lr, weight_decay, clip
         d = net.state_size  # flattened (h, c) per example
+        self.lookahead = 0 if dni is None else dni.lookahead  # target steps beyond the unroll that `update` needs
         cond = net.cond_size if dni is not None and dni.conditional else 0
+        cond = net.target_features * self.lookahead if self.lookahead else cond
         fit = (dni.least_squares, dni.ridge, dni.solve_every) if dni is not None and dni.least_squares else None
         self.boundary = None if dni is None else Interface(d, dni, cond_dim=cond, fit=fit)
         self.aux = aux_head(d, dni.rank) if dni is not None and dni.aux_weight > 0 else None
@@ -109,7 +114,10 @@ class FlatEngine(Unrolling, RecurrentEval, nn.Module):
 
     # ---- one unroll ---------------------------------------------------------------------------
     def unroll(self, x: Tensor, y: Tensor, carry: Carry, backward=Tensor.backward) -> UnrollOut:
-        """Forward and backward of one unroll of T = x.size(1) steps; M's loss is returned, not applied."""
+        """Forward and backward of one unroll of T = x.size(1) steps; M's loss is returned, not applied.
+        With `lookahead`, `y` holds the unroll's targets and `lookahead` more."""
+        cond_t, cond_end = self._conditions(x, y)
+        y = y[:, : x.size(1)]
         n_step = self.boundary is not None and self.dni.target_unrolls > 1
         want_target = self.boundary is not None and carry.boundary and not n_step
         s_t = detach_state(carry.state, requires_grad=want_target)  # leaf: collects ∂J_k/∂s_t
@@ -118,15 +126,15 @@ class FlatEngine(Unrolling, RecurrentEval, nn.Module):
         loss = self.net.loss(fwd.out, y)
         objective, stats, g, live = loss, {}, None, None
         if self.boundary is not None:
-            terms, g, live = self._dni_terms(x, y, fwd, redo, stats)
+            terms, g, live = self._dni_terms(x, y, fwd, redo, stats, cond_end)
             for term in terms:
                 objective = objective + term
         keep = fwd.graph is not None  # the graph outlives this backward: the next unroll trains its states
         backward(objective, retain_graph=keep or (want_target and self.dni.second_pass))
         sg_loss = target = prediction = None
-        history = self._history(carry, s_t, x, y) if n_step else ()
+        history = self._history(carry, s_t, x, y, cond_t) if n_step else ()
         if want_target:
-            sg_loss, prediction, target = self._learn(x, y, carry, s_t, fwd, g)
+            sg_loss, prediction, target = self._learn(y, carry, s_t, fwd, g, cond_t)
         elif n_step and self.dni.pending_targets and history:
             sg_loss, prediction, target = self._learn_pending(history, g)
         elif n_step and len(history) == self.dni.target_unrolls:
@@ -159,14 +167,13 @@ class FlatEngine(Unrolling, RecurrentEval, nn.Module):
         out, end = self.net.core(x, s_t)
         return Forward(out, end, None, None)
 
-    def _dni_terms(self, x: Tensor, y: Tensor, fwd: Forward, redo: Tensor | None, stats: dict
-                   ) -> tuple[list[Tensor], Tensor, Tensor | None]:
+    def _dni_terms(self, x: Tensor, y: Tensor, fwd: Forward, redo: Tensor | None, stats: dict,
+                   cond: Tensor | None) -> tuple[list[Tensor], Tensor, Tensor | None]:
         """The injection of M(s_{t+T}) (and, for DNI + Aux, the auxiliary loss); returns M(s_{t+T}),
         and with `reuse` the same prediction with its graph (M's next regression input)."""
         batch, n, live = y.size(0), y.size(0) * y.size(1), None  # n: positions the mean loss runs over
         if fwd.states is None:
             flat_end = flatten_state(fwd.end)
-            cond = self.condition(self.net.next_input(y)) if self.dni.conditional else None  # BitLSTM has none
             if self.dni.reuse:
                 live = self.boundary.sg(flat_end.detach(), cond)
                 g = live.detach()
@@ -186,8 +193,8 @@ class FlatEngine(Unrolling, RecurrentEval, nn.Module):
             stats["sg/aux_cosine"] = cosine(aux_pred.detach(), aux_target)
         return terms, g, live
 
-    def _learn(self, x: Tensor, y: Tensor, carry: Carry, s_t: tuple[Tensor, ...], fwd: Forward, g: Tensor
-               ) -> tuple[Tensor, Tensor, Tensor]:
+    def _learn(self, y: Tensor, carry: Carry, s_t: tuple[Tensor, ...], fwd: Forward, g: Tensor,
+               cond: Tensor | None) -> tuple[Tensor, Tensor, Tensor]:
         """M(s_t) against its bootstrapped target: the loss, the prediction and the target."""
         n = y.size(0) * y.size(1)
         target = self.boundary.target([s_t], n)
@@ -201,71 +208,24 @@ class FlatEngine(Unrolling, RecurrentEval, nn.Module):
             flat_in = self._kept_step(carry)
         else:
             flat_in = flatten_state(s_t).detach()
-        loss, prediction = self.boundary.learn(flat_in, target, self.condition(x[:, 0]))  # x[:, 0] followed s_t
+        loss, prediction = self.boundary.learn(flat_in, target, cond)
         return loss, prediction, target.detach()
 
-    @staticmethod
-    def _history(carry: Carry, s_t: tuple[Tensor, ...], x: Tensor, y: Tensor) -> tuple[Kept, ...]:
-        """n-step targets: the unrolls whose start states await a target, this one last. An unroll
-        that did not start at a boundary (the first of a fit) has no prediction to train."""
-        return (*carry.history, Kept(detach_state(s_t), x, y)) if carry.boundary else ()
-
-    def _learn_n_step(self, window: tuple[Kept, ...], g: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """M(s_t) at the start of `window` (n unrolls, this one last) against its n-step target
-        ∂(Σ_j γ^j n_j ℓ_j)/∂s_t + γ^n J_nᵀ M(s_{t+nT}) (per-sequence units, n_j = B·T_j), by BPTT through
-        the unrolls recomputed with the current weights; `episodic`: each stream's losses stop at
-        its first episode end, and a stream whose episode ended has no future term."""
-        gamma, n = self.dni.gamma, len(window)
-        ys = [k.targets for k in window]
-        if self.dni.episodic:
-            lengths = [t.size(1) for t in ys]
-            joined = torch.cat(ys, dim=1)
-            ys = list(torch.split(self.net.current_episode(joined), lengths, dim=1))
-            g = g * self._going_on(joined, g).unsqueeze(1)
-
-        def unroll(s, xs):  # the n unrolls in one call of the core, each unroll's loss in its own units
-            out, s = self.net.core(xs, s)
-            starts = [0, *accumulate(t.size(1) for t in ys)]
-            parts = [gamma ** j * t.size(0) * t.size(1) * self.net.loss(out[:, a : a + t.size(1)], t)
-                     for j, (t, a) in enumerate(zip(ys, starts))]
-            return torch.stack(parts).sum(), s
-
-        xs = torch.cat([k.inputs for k in window], dim=1)
-        target = true_future_gradient(unroll, window[0].state, [xs], bootstrap=gamma ** n * g)
-        loss, prediction = self.boundary.learn(flatten_state(window[0].state), target)
-        return loss, prediction, target
-
-    def _learn_pending(self, window: tuple[Kept, ...], g: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """`pending_targets`: M at the start state of every unroll in `window` (this one last), each
-        against the target it has so far (`seqdni.dni.pending_targets`: one recomputation from the
-        oldest stored state with the current weights, one backward); M reads the states as recomputed.
-        `episodic` (the network resets its state at each episode start, so no gradient crosses one): a
-        stream whose episode ends in the last unroll keeps no future term."""
-        if self.dni.episodic:
-            g = g * self._going_on(window[-1].targets, g).unsqueeze(1)
-
-        def unroll(s, kept):  # one unroll's loss in per-sequence units
-            out, s = self.net.core(kept.inputs, s)
-            return kept.targets.size(0) * kept.targets.size(1) * self.net.loss(out, kept.targets), s
-
-        states, target = pending_targets(unroll, window[0].state, list(window), g, self.dni.gamma)
-        loss, prediction = self.boundary.learn(states, target)
-        return loss, prediction, target
-
-    def _discounts(self, y: Tensor, g: Tensor) -> Tensor | None:
-        """`episodic`: γ per stream, 0 for those whose episode ended inside this unroll."""
-        if not self.dni.episodic:
-            return None
-        return self.dni.gamma * self._going_on(y, g)
-
-    def _going_on(self, y: Tensor, like: Tensor) -> Tensor:
-        """(B,) 1 for the streams whose episode does not end inside `y`, 0 for the others (like's dtype)."""
-        return (~self.net.episode_ends(y)).to(like.dtype)
-
     # ---- conditioning and kept steps ------------------------------------------------------------
-    def condition(self, x_step: Tensor) -> Tensor | None:
-        """Conditional DNI: the next input, as the network presents it (one-hot ids, vectors)."""
-        return self.net.condition(x_step) if self.dni is not None and self.dni.conditional else None
+    def condition_at(self, x: Tensor, y: Tensor, at: int) -> Tensor | None:
+        """What a conditional M reads beside the state before step `at` of (x, y): the next input
+        (`conditional`), or the targets of the `lookahead` steps from there (zero past y's end)."""
+        if self.dni is None or not (self.dni.conditional or self.lookahead):
+            return None
+        if self.lookahead:
+            return self.net.condition_targets(y[:, at : at + self.lookahead], self.lookahead)
+        return self.net.condition(x[:, at])
+
+    def _conditions(self, x: Tensor, y: Tensor) -> tuple[Tensor | None, Tensor | None]:
+        """What a conditional M reads beside s_t and beside s_{t+T} (BitLSTM has no next input)."""
+        if self.dni is None or not self.dni.conditional:
+            return self.condition_at(x, y, 0), self.condition_at(x, y, x.size(1))
+        return self.net.condition(x[:, 0]), self.net.condition(self.net.next_input(y[:, : x.size(1)]))
 
     def _cond_steps(self, x: Tensor, y: Tensor) -> Tensor | None:
         """Conditional DNI at every step: the input after each step, rows in time-major order."""

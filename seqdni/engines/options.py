@@ -33,6 +33,12 @@ class DNIOptions(BoundaryOptions):
             vector-Jacobian product with respect to the states.
         scale_target: The earlier switch for γ (true: γ = α, false: γ = 1); give `discount`.
         conditional: M also reads the next input (the first one after the boundary).
+        lookahead: > 0: conditional M on the targets ahead (the sequence form of the paper's cDNI,
+            whose M reads a layer's label): M at a boundary also reads the targets of the next
+            `lookahead` steps (Copy, Repeat Copy: each step's bits, ±1 where scored, and its loss
+            mask; with `data.resets`, steps of a later episode read 0). Information from outside the
+            core, so report it apart from DNI. The data must supply that many targets beyond each
+            window (`data.lookahead`, at least as large). 0: none. Not with `conditional` or Aux.
         train_core: The regression loss also trains the kept core step that produced
             s_t, not only M. Its gradient is added after the core's clip.
         aux_weight: DNI + Aux when > 0: every step also predicts the synthetic gradient
@@ -95,6 +101,7 @@ class DNIOptions(BoundaryOptions):
     """
 
     conditional: bool = False
+    lookahead: int = 0
     train_core: bool = False
     aux_weight: float = 0.0
     aux_keep_graph: bool = False
@@ -129,6 +136,7 @@ class DNIOptions(BoundaryOptions):
         if self.target_unrolls > 1 and multi:
             raise UserError(f"model.dni.target_unrolls > 1 (n-step targets) is for plain DNI; it does not combine "
                             f"with model.dni.{multi[0]}: unset one of them")
+        self._check_lookahead()
         if self.least_squares < 0 or self.ridge < 0 or self.solve_every < 1:
             raise UserError(f"model.dni.least_squares (updates of memory) and model.dni.ridge must be >= 0 and "
                             f"model.dni.solve_every >= 1; got {self.least_squares}, {self.ridge}, {self.solve_every}")
@@ -145,3 +153,11 @@ class DNIOptions(BoundaryOptions):
         if self.reuse and clash:
             raise UserError(f"model.dni.reuse keeps M's graph across M's update, which only a full-rank linear M "
                             f"without Aux or train_core allows; unset model.dni.{clash[0]} or model.dni.reuse")
+
+    def _check_lookahead(self) -> None:
+        if self.lookahead < 0:
+            raise UserError(f"model.dni.lookahead is a number of steps >= 0, got {self.lookahead}")
+        both = [k for k, on in (("conditional", self.conditional), ("aux_weight", self.aux_weight > 0)) if on]
+        if self.lookahead and both:
+            raise UserError(f"model.dni.lookahead (M reads the targets ahead) does not combine with "
+                            f"model.dni.{both[0]}: unset one of them")

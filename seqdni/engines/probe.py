@@ -42,5 +42,5 @@ def probe(engine: FlatEngine, x: Tensor, y: Tensor, warmup: int) -> dict[str, Te
             total = sum(wj * lj for wj, lj in zip(w, losses))
             grads = torch.autograd.grad(total, as_tuple(leaf), retain_graph=k + 1 < len(weights))
             trues[suffix] = flatten_state(tuple(grads)) * (x.size(0) * unroll)  # per-sequence units
-    pred = engine.boundary.sg(flatten_state(state), engine.condition(x[:, warmup]))
+    pred = engine.boundary.sg(flatten_state(state), engine.condition_at(x, y, warmup))
     return {k: v for suffix, true in trues.items() for k, v in _agreement(pred, true, suffix).items()}

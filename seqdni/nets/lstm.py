@@ -238,6 +238,20 @@ class BitLSTM(_LSTMNet):
     def condition(self, x_step: Tensor) -> Tensor:
         return x_step[..., : self.input_size].float()
 
+    @property
+    def target_features(self) -> int:
+        return self.output_size + 1
+
+    def condition_targets(self, y: Tensor, steps: int) -> Tensor:
+        """The targets ahead as a conditional M reads them, (B, steps · (output_size + 1)): each step's
+        bits as ±1 where scored and 0 elsewhere, then its loss mask; with `resets`, the steps after the
+        first episode end read 0 (no gradient crosses it), and so do steps past y's end."""
+        y = self.current_episode(y) if self.resets else y
+        k = self.output_size
+        mask = y[..., k : k + 1]
+        feats = torch.cat([(2 * y[..., :k] - 1) * mask, mask], dim=-1)
+        return F.pad(feats, (0, 0, 0, steps - feats.size(1))).flatten(1)
+
     def _bce(self, out: Tensor, y: Tensor) -> Tensor:
         bits, mask = y[..., : self.output_size], y[..., self.output_size : self.output_size + 1]
         return F.binary_cross_entropy_with_logits(self.logits(out), bits, reduction="none") * mask

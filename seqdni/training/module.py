@@ -110,10 +110,14 @@ class SeqModule(L.LightningModule):
         span = self.engine.span
         if x.size(1) % span:
             raise UserError(f"a training batch of {x.size(1)} columns is not a multiple of {self.span_key} ({span})")
+        ahead = getattr(self.engine, "lookahead", 0)  # targets past each unroll that a conditional M reads
+        if y.size(1) < x.size(1) + ahead:
+            raise UserError(f"model.dni.lookahead is {ahead}, but the data's targets run {y.size(1) - x.size(1)} "
+                            f"steps past each window; set data.lookahead to at least {ahead}")
         steps, carry, outs = self._steps(), self._carry_for(x), []
         for i in range(x.size(1) // span):
-            cols = slice(i * span, (i + 1) * span)
-            carry, out = self.engine.update(x[:, cols], y[:, cols], carry, steps)
+            a, b = i * span, (i + 1) * span
+            carry, out = self.engine.update(x[:, a:b], y[:, a : b + ahead], carry, steps)
             outs.append(out)
         self.carry = carry
         losses, stats = self.engine.summarise(outs)

@@ -100,3 +100,16 @@ def test_probe_windows_follow_the_level_and_put_the_rows_out_of_phase():
     assert {int(d) for e in ends for d in e.nonzero()[:, 0].diff()} == {5}  # 5-step episodes at level 2
     dm.level = 4
     assert {int(d) for e in dm.probe_batch(8, 40)[1][..., -1] for d in e.nonzero()[:, 0].diff()} == {9}
+
+
+def test_lookahead_targets_are_the_next_batchs_first_targets():
+    dm = CopyDataModule(batch_size=3, window=6, level=2, max_lead_in=4, seed=0, lookahead=4)
+    batches = list(zip(range(5), dm.train_dataloader()))
+    for (_, (x, y)), (_, (_, y_next)) in zip(batches, batches[1:]):
+        assert x.shape == (3, 6, dm.x_dim) and y.shape == (3, 10, dm.task.output_size + 2)
+        assert torch.equal(y[:, 6:], y_next[:, :4])
+
+
+def test_bad_lookahead_is_refused():
+    with pytest.raises(ValueError, match="data.lookahead must be >= 0"):
+        CopyDataModule(lookahead=-1)

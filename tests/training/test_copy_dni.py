@@ -30,3 +30,10 @@ def test_dni_solves_n_beyond_the_truncation_where_bptt_does_not(tmp_path):
     assert cur.history[-1]["bits_error"] < 0.15
     bptt, _ = tiny_run(tmp_path, None, steps=cur.history[-1]["step"])  # the same budget, without DNI
     assert bptt.solved < 2
+
+
+def test_a_conditional_m_on_the_targets_ahead_needs_data_that_supplies_them(tmp_path):
+    dm = CopyDataModule(batch_size=4, window=8, bits=2, lookahead=2)
+    lit = SeqModel(dm.task, window=8, unroll=2, embed_dim=4, hidden_size=8, dni=DNIOptions(lookahead=4))
+    with pytest.raises(ValueError, match="data's targets run 2 steps past each window; set data.lookahead to at least 4"):
+        trainer(tmp_path, max_steps=2, enable_checkpointing=False).fit(lit, dm)

@@ -66,11 +66,12 @@ def test_two_timescale_resume_continues_exactly(tmp_path):
                                  DNIOptions(discount=1.0, episodic=True, target_unrolls=3),
                                  DNIOptions(discount=1.0, target_unrolls=3, pending_targets=True),
                                  DNIOptions(discount=1.0, target_unrolls=3, pending_targets=True, least_squares=5,
-                                            solve_every=3)])
+                                            solve_every=3),
+                                 DNIOptions(discount=1.0, target_unrolls=3, pending_targets=True, lookahead=9)])
 def test_copy_resume_continues_the_stream_and_the_curriculum_exactly(tmp_path, dni):
     def data():
         return RepeatCopyDataModule(batch_size=4, window=12, epoch_batches=6, eval_batch_size=4, eval_window=12,
-                                    eval_batches=1, seed=3)
+                                    eval_batches=1, seed=3, lookahead=getattr(dni, "lookahead", 0))
 
     def run(root, steps, callbacks, ckpt=None):
         cur = Curriculum(threshold=1e9)  # every validation advances: the level changes during the run
