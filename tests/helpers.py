@@ -95,16 +95,18 @@ def flat_engine(net: CharLSTM, dni: DNIOptions | None) -> FlatEngine:
     return FlatEngine(copy.deepcopy(net), T, dni).double()
 
 
-def unroll_all(engine, x, y, span: int, state=None, zero_between: bool = False) -> list[UnrollOut]:
+def unroll_all(engine, x, y, span: int, state=None, zero_between: bool = False, ahead: int = 0) -> list[UnrollOut]:
     """The engine's unrolls of `span` columns over x, carrying the state (no optimiser steps, so the
-    gradients add up unless `zero_between`); optionally from a given `state`."""
+    gradients add up unless `zero_between`); optionally from a given `state`. With `ahead`, each unroll
+    also gets that many targets past its own, as the training module gives them (the last `ahead`
+    columns of x and y only supply those)."""
     carry, outs = engine.initial_carry(x.size(0), x.device), []
     if state is not None:
         carry.state = state
-    for i in range(x.size(1) // span):
+    for i in range((x.size(1) - ahead) // span):
         if zero_between:
             engine.zero_grad(set_to_none=True)
-        out = engine.unroll(x[:, i * span : (i + 1) * span], y[:, i * span : (i + 1) * span], carry)
+        out = engine.unroll(x[:, i * span : (i + 1) * span], y[:, i * span : (i + 1) * span + ahead], carry)
         carry = out.carry
         outs.append(out)
     return outs

@@ -96,8 +96,8 @@ class FlatEngine(NStepTargets, Unrolling, RecurrentEval, nn.Module):
         self.lr, self.weight_decay, self.clip = lr, weight_decay, clip
         d = net.state_size  # flattened (h, c) per example
         self.lookahead = 0 if dni is None else dni.lookahead  # target steps beyond the unroll that `update` needs
-        cond = net.cond_size if dni is not None and dni.conditional else 0
-        cond = net.target_features * self.lookahead if self.lookahead else cond
+        cond = (net.target_features * self.lookahead if self.lookahead  # what M reads beside the state
+                else net.cond_size if dni is not None and dni.conditional else 0)
         fit = (dni.least_squares, dni.ridge, dni.solve_every) if dni is not None and dni.least_squares else None
         self.boundary = None if dni is None else Interface(d, dni, cond_dim=cond, fit=fit)
         self.aux = aux_head(d, dni.rank) if dni is not None and dni.aux_weight > 0 else None

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from helpers import char_lstm, randomize
+from helpers import char_lstm, randomize, unroll_all
 from test_flat_episodic import BITS, B, T, bit_data
 from test_flat_n_step import reset_bit_data
 
@@ -25,16 +25,6 @@ def bit_engine(lookahead: int, resets: bool = False, **kw) -> FlatEngine:
     return e
 
 
-def unroll_ahead(e: FlatEngine, x, y, ahead: int) -> list:
-    """Every unroll of T columns, each given its targets and `ahead` more, as the training module does."""
-    carry, outs = e.initial_carry(x.size(0), x.device), []
-    for a in range(0, x.size(1) - ahead, T):
-        out = e.unroll(x[:, a : a + T], y[:, a : a + T + ahead], carry)
-        carry = out.carry
-        outs.append(out)
-    return outs
-
-
 def test_targets_ahead_read_as_signed_bits_and_mask_until_the_episode_end():
     net = BitLSTM(BITS + 1, BITS, embed_dim=5, hidden_size=6, resets=True)
     _, y = bit_data(steps=6)  # stream 0 ends an episode at step 4, stream 1 at step 1, stream 2 none
@@ -52,7 +42,7 @@ def test_targets_ahead_read_as_signed_bits_and_mask_until_the_episode_end():
 def test_m_reads_the_targets_from_each_boundary_on():
     x, y = bit_data(steps=3 * T + L)
     e = bit_engine(L)
-    outs = unroll_ahead(e, x, y, L)
+    outs = unroll_all(e, x, y, T, ahead=L)
     for k in (1, 2):  # unroll k learns M(s_t) at its start, s_t = the end of unroll k - 1 (step k·T)
         s_t = flatten_state(outs[k - 1].carry.state)
         want = e.boundary.sg(s_t, e.net.condition_targets(y[:, k * T : k * T + L], L))
@@ -93,7 +83,7 @@ def test_without_cond_weights_the_targets_ahead_change_nothing():
         cond.boundary.sg.net[0].weight[:, plain.boundary.sg.net[0].weight.size(1):] = 0
         cond.boundary.sg.net[0].weight[:, : plain.boundary.sg.net[0].weight.size(1)] = plain.boundary.sg.net[0].weight
         cond.boundary.sg.net[0].bias.copy_(plain.boundary.sg.net[0].bias)
-    a, b = unroll_ahead(cond, x, y, L), unroll_ahead(plain, x[:, : 3 * T], y[:, : 3 * T], 0)
+    a, b = unroll_all(cond, x, y, T, ahead=L), unroll_all(plain, x[:, : 3 * T], y[:, : 3 * T], T)
     for oa, ob in zip(a[1:], b[1:]):
         torch.testing.assert_close(oa.target, ob.target)
     for ga, gb in zip(cond.net.parameters(), plain.net.parameters()):
@@ -106,7 +96,7 @@ def test_pending_states_are_learned_with_the_targets_ahead_of_each():
                    DNIOptions(scale=1.0, discount=1.0, episodic=True, target_unrolls=n, pending_targets=True,
                               lookahead=2 * T)).double()
     randomize(e.boundary.sg, std=0.3)
-    outs = unroll_ahead(e, x, y, 2 * T)  # no optimiser steps: the recomputed states are the stored ones
+    outs = unroll_all(e, x, y, T, ahead=2 * T)  # no optimiser steps: the recomputed states are the stored ones
     u = 3  # trains the start states of unrolls 2 and 3, made at steps 2T and 3T
     states = torch.cat([flatten_state(outs[i - 1].carry.state) for i in (2, 3)])
     conds = torch.cat([e.net.condition_targets(y[:, i * T : (i + 2) * T], 2 * T) for i in (2, 3)])
