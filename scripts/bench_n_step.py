@@ -2,9 +2,9 @@
 with n = 1, 2, 4, 8 at T = 2 and 3, in one process, against n = 1 at the same T. A variant `8p` is
 n = 8 with `pending_targets` (M learns every waiting state at every update).
 
-Each variant is the shipped config (`configs/copy/dni<T>.yaml`) with `target_unrolls` set, its
-engine driven by `seqdni.engines.Steps` over the same batches (no Lightning, validation or
-logging, so only the update is timed). Variants alternate in ABBA order over `--repeats`; the
+Each variant is the shipped config (`configs/copy/dni<T>.yaml`) with `target_unrolls` and
+`pending_targets` set, its engine driven by `seqdni.engines.Steps` over the same batches (no
+Lightning, validation or logging, so only the update is timed). Variants alternate in ABBA order over `--repeats`; the
 medians and the ratio to n = 1 are reported.
 
     python scripts/bench_n_step.py --out docs/bench/n-step-cpu.json
@@ -43,7 +43,7 @@ def seconds(config: str, variant: str, args) -> tuple[float, int]:
     torch.manual_seed(args.seed)
     n, pending = parse_variant(variant)
     over = [f"--model.init_args.hidden_size={args.hidden}"] if args.hidden else []
-    over += ["--model.init_args.dni.pending_targets=true"] if pending else []
+    over += [f"--model.init_args.dni.pending_targets={str(pending).lower()}"]
     built = cli(["--config", config, f"--seed_everything={args.seed}", "--trainer.logger=false",
                  f"--model.init_args.dni.target_unrolls={n}", *over], run=False)
     engine, dm = built.model.engine, built.datamodule

@@ -2,10 +2,9 @@
 
     python scripts/copy_table.py --steps 15000 --seeds 1 --jobs 1 --out runs/copy-table [--upper]
 
-`--variants dni-n4` adds DNI with 4-step targets (`configs/<task>/dni{2,3}-n4.yaml`,
-`model.dni.target_unrolls: 4`), and `dni-n8-pending` DNI with 8-step targets learned while pending
-and α = 1 (`configs/<task>/dni{2,3}-n8-pending.yaml`); `cdni-n8-pending` the same with a conditional M
-that also reads the targets its target covers (`configs/copy/cdni{2,3}-n8-pending.yaml`). With --upper,
+`--variants dni-n4` adds DNI with 4-step targets learned once, when complete, and α = 0.3
+(`configs/<task>/dni{2,3}-n4.yaml`); `cdni-n8-pending` DNI's 8-step pending targets with a conditional
+M that also reads the targets its target covers (`configs/copy/cdni{2,3}-n8-pending.yaml`). With --upper,
 each task also gets the upper-bound row: BPTT over the whole 60-step window (`configs/<task>/bptt60.yaml`),
 under the same step budget.
 
@@ -14,9 +13,11 @@ Each run is `python -m seqdni.train --config configs/<task>/<name>.yaml --traine
 step budget is reused when the script is run again; one that finished with a smaller budget is
 continued from its `latest.ckpt` to the new one when its learning rate is constant, as in the
 shipped configs (`--ckpt_path`: the same run, so the curve up to the old budget is kept; a resume
-with settings that differ from the checkpoint's is refused by `seqdni.train`). Writes
-OUT/results.json, OUT/table.md (our
-score, the mean over seeds, beside the paper's), one PNG of N against steps per run
+with settings that differ from the checkpoint's is refused by `seqdni.train`). A run stopped before it
+finished (the script killed, the machine gone) resumes from its `latest.ckpt` when the script is run
+again, so a grid larger than one sitting is made by running the same command until it is done. Writes
+OUT/results.json, OUT/table.md (per row the median N over seeds, the task length 2N + 1 and
+each seed's N, beside the paper's), one PNG of N against steps per run
 (OUT/plots/) and one per task with every run and its validation error (OUT/<task>.png).
 """
 
@@ -26,6 +27,7 @@ import argparse
 import json
 import os
 import platform
+import statistics
 import subprocess
 import sys
 import time
@@ -37,9 +39,8 @@ TASKS = ("copy", "repeat-copy")
 UNROLLS = (2, 3, 4, 5)
 UPPER = 60  # the upper bound: BPTT whose unroll is the whole training window
 VARIANTS = {"bptt": "BPTT", "dni": "DNI", "dni-aux": "DNI + Aux", "dni-n4": "DNI, 4-step targets",
-            "dni-n8-pending": "DNI, 8-step targets learned while pending",
             "cdni-n8-pending": "cDNI (M also reads the targets ahead), 8-step targets learned while pending"}
-DEFAULT_VARIANTS = ("bptt", "dni", "dni-aux")  # the paper's three; dni-n4 and dni-n8-pending ship for T = 2, 3
+DEFAULT_VARIANTS = ("bptt", "dni", "dni-aux")  # the paper's three; dni-n4 ships for T = 2, 3
 # Jaderberg et al. 2017, largest sequence length solved (see docs/dni-rnn.md).
 PAPER = {
     "copy": {2: (7, 16, 16), 3: (8, 14, 17), 4: (10, 18, 19), 5: (8, 18, 18)},
@@ -74,21 +75,30 @@ def run_one(task: str, variant: str, unroll: int, seed: int, steps: int, out: Pa
         if result.get("steps", 0) > steps:
             sys.exit(f"{log_dir} holds a finished run of {result['steps']} steps, more than --steps {steps}: "
                      "give --steps of at least that, or another --out")
-        earlier = continuation(result, key, log_dir)
+        earlier = interrupted(key, log_dir) or continuation(result, key, log_dir)
+    else:
+        earlier = interrupted(key, log_dir)
     resume = [f"--ckpt_path={log_dir / 'checkpoints' / 'latest.ckpt'}"] if earlier else []
     cmd = train_command(task, name, seed, steps, out, [*extra, *resume])
     log_dir.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
     start = time.time()
+    prior = earlier or {}  # a finished run with a smaller budget has "steps"; an interrupted one has not
+    legs = [*prior.get("continued_from", []), *([prior["steps"]] if "steps" in prior else [])]
+    leg = {"key": key, "time": start, "seconds": prior.get("seconds", 0.0),
+           "interruptions": prior.get("interruptions", 0), "continued_from": legs}
+    (log_dir / "started.json").write_text(json.dumps(leg))
     with open(log_dir / "stdout.txt", "a" if earlier else "w") as log:
         rc = subprocess.run(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT).returncode
     curriculum = log_dir / "curriculum.json"
     record = json.loads(curriculum.read_text()) if curriculum.is_file() else {"solved": None, "history": []}
-    seconds = time.time() - start + (earlier["seconds"] if earlier else 0)  # a continued run counts both parts
+    seconds = time.time() - start + leg["seconds"]  # a continued or resumed run counts every leg
     result = {**key, "method": variant, "returncode": rc, "seconds": round(seconds, 1), "solved": record["solved"],
               "history": record["history"], "command": " ".join(cmd[1:])}
-    if earlier:  # the budgets of the earlier legs
-        result["continued_from"] = [*earlier.get("continued_from", []), earlier["steps"]]
+    if leg["continued_from"]:  # the budgets of the earlier legs
+        result["continued_from"] = leg["continued_from"]
+    if leg["interruptions"]:  # resumed from its checkpoint this many times (`interrupted`)
+        result["interruptions"] = leg["interruptions"]
     if rc == 0:
         done.write_text(json.dumps(result))
     print(f"{task:12s} {name:9s} seed {seed}: N = {result['solved']} ({result['seconds']:.0f} s, rc {rc})",
@@ -105,6 +115,19 @@ def continuation(finished: dict, key: dict, log_dir: Path) -> dict | None:
     return None
 
 
+def interrupted(key: dict, log_dir: Path) -> dict | None:
+    """A run of `key` stopped before it finished (it left `started.json` and a checkpoint, no `done.json`):
+    the leg to resume, its seconds counted up to its checkpoint (else None)."""
+    started, ckpt = log_dir / "started.json", log_dir / "checkpoints" / "latest.ckpt"
+    if not (started.is_file() and ckpt.is_file()):
+        return None
+    leg = json.loads(started.read_text())
+    if leg.get("key") != key or not constant_lr(log_dir):
+        return None
+    return {"seconds": leg["seconds"] + max(0.0, ckpt.stat().st_mtime - leg["time"]),
+            "continued_from": leg["continued_from"], "interruptions": leg["interruptions"] + 1}
+
+
 def constant_lr(log_dir: Path) -> bool:
     """Whether the run's saved config keeps its learning rate constant (a schedule over max_steps would
     make a continued run differ from one started with the larger budget)."""
@@ -115,29 +138,41 @@ def constant_lr(log_dir: Path) -> bool:
     return init.get("lr_schedule", "constant") == "constant"
 
 
-def mean_solved(results: list[dict], task: str, variant: str, unroll: int) -> float | None:
-    scores = [r["solved"] for r in results if (r["task"], r["variant"], r["unroll"]) == (task, variant, unroll)
-              and r["returncode"] == 0 and r["solved"] is not None]
-    return sum(scores) / len(scores) if scores else None
+def seeds_solved(results: list[dict], task: str, variant: str, unroll: int) -> list[int]:
+    """The largest N solved by each finished run of the row, in seed order."""
+    runs = sorted((r for r in results if (r["task"], r["variant"], r["unroll"]) == (task, variant, unroll)
+                   and r["returncode"] == 0 and r["solved"] is not None), key=lambda r: r["seed"])
+    return [r["solved"] for r in runs]
 
 
-def fmt(x: float | None) -> str:
-    return "–" if x is None else (f"{x:.0f}" if float(x).is_integer() else f"{x:.1f}")
+def cell(scores: list[int], task: str) -> str:
+    """`median (seed 1 / seed 2 / ...)`, on Copy the median's task length 2N + 1 beside it; – for no run."""
+    if not scores:
+        return "–"
+    med = statistics.median(scores)
+    length = f" [{fmt(2 * med + 1)}]" if task == "copy" else ""
+    return f"**{fmt(med)}**{length} ({' / '.join(map(str, scores))})"
+
+
+def fmt(x: float) -> str:
+    return f"{x:.0f}" if float(x).is_integer() else f"{x:.1f}"
 
 
 def table(results: list[dict], tasks, unrolls, variants) -> str:
-    labels = " / ".join(VARIANTS[v] for v in variants)
-    lines = [f"Largest N solved, {labels}: this run (mean over seeds) and the paper.", "",
-             "| task | T | this run | paper |", "| --- | ---: | --- | --- |"]
+    """One row per task and T: each method's median N [the Copy task length 2N + 1] (per seed), the paper's."""
+    lines = ["Largest N solved: the median over seeds, **N** [on Copy, the task length 2N + 1 in steps] (each "
+             "seed), and the paper's (Jaderberg et al. 2017).", "",
+             f"| task | T | {' | '.join(VARIANTS[v] for v in variants)} | paper |",
+             f"| --- | ---: | {' | '.join('---' for _ in variants)} | --- |"]
     for task in tasks:
         for t in unrolls:
-            ours = " / ".join(fmt(mean_solved(results, task, v, t)) for v in variants)
+            ours = " | ".join(cell(seeds_solved(results, task, v, t), task) for v in variants)
             paper = " / ".join(str(PAPER[task][t][DEFAULT_VARIANTS.index(v)]) if v in DEFAULT_VARIANTS else "–"
                                for v in variants)
             lines.append(f"| {task} | {t} | {ours} | {paper} |")
         if any(r["task"] == task and r["unroll"] == UPPER for r in results):
             lines.append(f"| {task} | {UPPER} (BPTT over the whole window: the upper bound) | "
-                         f"{fmt(mean_solved(results, task, 'bptt', UPPER))} | |")
+                         f"{cell(seeds_solved(results, task, 'bptt', UPPER), task)} |{' |' * len(variants)}")
     return "\n".join(lines) + "\n"
 
 
@@ -167,9 +202,9 @@ def plots(results: list[dict], out: Path, tasks, unrolls, variants) -> None:
                     dpi=80)
         plt.close(fig)
     colors = {"bptt": "tab:gray", "dni": "tab:blue", "dni-aux": "tab:orange", "dni-n4": "tab:green",
-              "dni-n8-pending": "tab:red", "cdni-n8-pending": "tab:brown"}
-    offset = {"bptt": -0.06, "dni": 0.0, "dni-aux": 0.06, "dni-n4": 0.12, "dni-n8-pending": 0.18,
-              "cdni-n8-pending": 0.24}  # equal curves apart
+              "cdni-n8-pending": "tab:brown"}
+    offset = {"bptt": -0.06, "dni": 0.0, "dni-aux": 0.06, "dni-n4": 0.12,
+              "cdni-n8-pending": 0.18}  # equal curves apart
     for task in tasks:
         fig, axes = plt.subplots(2, len(unrolls), figsize=(3 * len(unrolls), 4.6), sharex="col", sharey="row",
                                  squeeze=False)

@@ -78,8 +78,8 @@ class DNIOptions(BoundaryOptions):
             costs 1.9–2.1× a 1-step one at n = 4, 3.0–3.6× at n = 8; docs/copy.md). The core's update
             is unchanged.
             With `episodic`, the losses stop at each stream's first episode end and that stream's
-            target has no future term. Plain DNI only (not with Aux, `conditional`, `train_core`
-            or `reuse`).
+            target has no future term. DNI and DNI + Aux (Aux's targets are M's outputs, however M
+            learns); not with `conditional`, `train_core` or `reuse`.
         pending_targets: With n-step targets, M also learns, at every update, every start state still
             waiting for its n-step target, each on the target it has so far (the true gradient of the
             k < n unrolls after it, then γ^k Jᵀ M at their end): a state is learned from the update
@@ -131,11 +131,11 @@ class DNIOptions(BoundaryOptions):
         if self.pending_targets and self.gamma == 0:
             raise UserError("model.dni.pending_targets needs model.dni.discount > 0 (each state's target is read off "
                             "one backward pass with the unrolls weighted γ^j)")
-        multi = [k for k, on in (("aux_weight", self.aux_weight > 0), ("conditional", self.conditional),
-                                 ("train_core", self.train_core), ("reuse", self.reuse)) if on]
+        multi = [k for k, on in (("conditional", self.conditional), ("train_core", self.train_core),
+                                 ("reuse", self.reuse)) if on]
         if self.target_unrolls > 1 and multi:
-            raise UserError(f"model.dni.target_unrolls > 1 (n-step targets) is for plain DNI; it does not combine "
-                            f"with model.dni.{multi[0]}: unset one of them")
+            raise UserError(f"model.dni.target_unrolls > 1 (n-step targets) is for DNI and DNI + Aux; it does not "
+                            f"combine with model.dni.{multi[0]}: unset one of them")
         self._check_lookahead()
         if self.least_squares < 0 or self.ridge < 0 or self.solve_every < 1:
             raise UserError(f"model.dni.least_squares (updates of memory) and model.dni.ridge must be >= 0 and "

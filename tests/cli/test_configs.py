@@ -30,9 +30,11 @@ EXPECTED = [
 CONFIGS = sorted(set(CONFIG_DIR.rglob("*.yaml")) | set(EXPECTED))
 
 FF = re.compile(r"(digits|addition|mnist)-(bp|dni|cdni)(-bootstrap)?")  # ff/digits-cdni: task, variant, M's target
-# bptt8, dni20, dni8-aux, dni2-n4, dni2-n8-pending, cdni2-n8-pending: T, DNI, DNI + Aux, n-step targets
-# (learned while pending), M also reading the targets its n-step target covers (cdni)
+# bptt8, dni20, dni8-aux, dni2-n4, cdni2-n8-pending: T, DNI, DNI + Aux, n-step targets (learned while
+# pending), M also reading the targets its n-step target covers (cdni). Without -n<k>, a family's own DNI
+# targets: one-step on PTB, 8-step learned while pending on Copy and Repeat Copy (docs/copy.md).
 FLAT = re.compile(r"(bptt|dni|cdni)(\d+)(-aux|-n(\d+)(-pending)?)?")
+FAMILY_TARGETS = {"copy": (8, True), "repeat-copy": (8, True)}  # (target_unrolls, pending_targets)
 HIER = re.compile(r"hier-(bptt|cut|dni)(\d+)")  # hier-dni8: the message interface and the lower T
 REGIME = re.compile(r"(bptt|cut|dni)(-cond|-state)?")  # two-timescale/dni-cond: the regime, what M also reads
 
@@ -81,8 +83,8 @@ def test_every_shipped_config_instantiates_and_is_what_its_name_says(config, tmp
         assert model.hparams.unroll == int(unroll)
         assert (model.dni is not None) == (kind != "bptt")
         assert (model.dni is not None and model.dni.aux_weight > 0) == (suffix == "-aux")
-        assert model.dni is None or model.dni.target_unrolls == int(n or 1)
-        assert model.dni is None or model.dni.pending_targets == bool(pending)
+        targets = (int(n), bool(pending)) if n else FAMILY_TARGETS.get(config.parent.name, (1, False))
+        assert model.dni is None or (model.dni.target_unrolls, model.dni.pending_targets) == targets
         ahead = int(unroll) * int(n or 1) if kind == "cdni" else 0
         assert model.dni is None or model.dni.lookahead == ahead
         assert getattr(dm, "lookahead", 0) == ahead

@@ -105,7 +105,7 @@ def test_history_survives_a_checkpoint():
 
 @pytest.mark.parametrize("kw,match", [
     ({"target_unrolls": 0}, "target_unrolls is n >= 1"),
-    ({"target_unrolls": 2, "aux_weight": 0.1}, "does not combine with model.dni.aux_weight"),
+    ({"target_unrolls": 2, "conditional": True}, "does not combine with model.dni.conditional"),
     ({"target_unrolls": 2, "reuse": True}, "does not combine with model.dni.reuse"),
 ])
 def test_bad_target_unrolls_names_the_keys(kw, match):
@@ -191,3 +191,30 @@ def test_pending_targets_without_resets_are_refused_under_episodic():
 def test_bad_pending_targets_names_the_keys(kw, match):
     with pytest.raises(ValueError, match=match):
         DNIOptions(**kw)
+
+
+def test_aux_with_pending_targets_adds_the_aux_term_and_leaves_m_as_without_aux():
+    """DNI + Aux with pending n-step targets: M learns exactly the targets it learns without Aux, and
+    the core's gradient is pending DNI's plus the Aux term that 1-step DNI + Aux adds (Aux's targets
+    are M's outputs whichever targets M learns)."""
+    net = char_lstm()
+    x, y = random_ids(5 * T)
+    pend = {"scale": 0.3, "discount": 1.0, "target_unrolls": 3, "pending_targets": True}
+    engines = [flat_engine(net, DNIOptions(**kw)) for kw in
+               ({**pend, "aux_weight": 0.7}, pend, {"scale": 0.3, "discount": 1.0, "aux_weight": 0.7},
+                {"scale": 0.3, "discount": 1.0})]
+    randomize(engines[0].boundary.sg, std=0.3)
+    randomize(engines[0].aux, seed=6)
+    for e in engines[1:]:
+        e.load_state_dict(engines[0].state_dict(), strict=False)  # the same core, M (and Â)
+    outs = [unroll_all(e, x, y, T) for e in engines]
+    g = [grads(e.net.parameters()) for e in engines]
+    for a, b in zip(outs[0], outs[1]):  # M: the same targets, predictions and losses
+        assert (a.target is None) == (b.target is None)
+        if a.target is not None:
+            torch.testing.assert_close(a.target, b.target, rtol=1e-12, atol=1e-14)
+            torch.testing.assert_close(a.sg_loss, b.sg_loss, rtol=1e-12, atol=1e-14)
+    assert "sg/aux_loss" in outs[0][-1].stats
+    for pa, p, oa, o in zip(*g):  # the core: the Aux term, and only it
+        torch.testing.assert_close(pa - p, oa - o, rtol=1e-7, atol=1e-11)
+    assert max((pa - p).abs().max() for pa, p in zip(g[0], g[1])) > 1e-6

@@ -43,6 +43,17 @@ def test_table_script_trains_the_configs_writes_table_and_plots_and_reuses_runs(
         assert after["steps"] == 90 and after["continued_from"] == [60] and "--ckpt_path=" in after["command"]
         assert after["history"][:len(before["history"])] == before["history"]
         assert before["history"][-1]["step"] < after["history"][-1]["step"] <= 90
+    # a run stopped before it finished resumes from its checkpoint instead of starting over: here a 120-step
+    # run killed after its checkpoint at step 90, which leaves started.json and latest.ckpt but no done.json
+    started = json.loads((run_dir / "started.json").read_text())
+    (run_dir / "started.json").write_text(json.dumps({**started, "key": {**started["key"], "steps": 120}}))
+    (run_dir / "done.json").unlink()
+    resumed = run_python([*args[:2], "120", *args[3:]], ROOT)
+    assert resumed.returncode == 0, resumed.stdout[-2000:] + resumed.stderr[-3000:]
+    dni = json.loads((out / "results.json").read_text())["runs"][1]
+    assert dni["interruptions"] == 1 and dni["continued_from"] == [60] and "--ckpt_path=" in dni["command"]
+    assert dni["history"][: len(runs[1]["history"])] == runs[1]["history"] and dni["history"][-1]["step"] > 90
+    assert dni["seconds"] > runs[1]["seconds"]
 
 
 def test_dynamics_and_ceiling_scripts_read_a_copy_grid(tmp_path):

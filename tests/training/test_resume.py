@@ -67,7 +67,8 @@ def test_two_timescale_resume_continues_exactly(tmp_path):
                                  DNIOptions(discount=1.0, target_unrolls=3, pending_targets=True),
                                  DNIOptions(discount=1.0, target_unrolls=3, pending_targets=True, least_squares=5,
                                             solve_every=3),
-                                 DNIOptions(discount=1.0, target_unrolls=3, pending_targets=True, lookahead=9)])
+                                 DNIOptions(discount=1.0, target_unrolls=3, pending_targets=True, lookahead=9),
+                                 DNIOptions(discount=1.0, target_unrolls=3, pending_targets=True, aux_weight=0.1)])
 def test_copy_resume_continues_the_stream_and_the_curriculum_exactly(tmp_path, dni):
     def data():
         return RepeatCopyDataModule(batch_size=4, window=12, epoch_batches=6, eval_batch_size=4, eval_window=12,
