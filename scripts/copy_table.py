@@ -65,13 +65,13 @@ def train_command(task: str, name: str, seed: int, steps: int, out: Path, extra:
 def run_one(task: str, variant: str, unroll: int, seed: int, steps: int, out: Path, extra: list[str]) -> dict:
     name = config_name(variant, unroll)
     log_dir = out / task / name / f"seed{seed}"
-    key = {"task": task, "variant": variant, "unroll": unroll, "seed": seed, "steps": steps, "extra": extra}
+    key = run_key(task, variant, unroll, seed, steps, extra)
     done = log_dir / "done.json"
     earlier = None
+    if (record := finished(key, log_dir)) is not None:
+        return record
     if done.is_file():
         result = json.loads(done.read_text())
-        if all(result.get(k) == v for k, v in key.items()):
-            return {**result, "reused": True}
         if result.get("steps", 0) > steps:
             sys.exit(f"{log_dir} holds a finished run of {result['steps']} steps, more than --steps {steps}: "
                      "give --steps of at least that, or another --out")
@@ -104,6 +104,17 @@ def run_one(task: str, variant: str, unroll: int, seed: int, steps: int, out: Pa
     print(f"{task:12s} {name:9s} seed {seed}: N = {result['solved']} ({result['seconds']:.0f} s, rc {rc})",
           flush=True)
     return result
+
+
+def run_key(task: str, variant: str, unroll: int, seed: int, steps: int, extra: list[str]) -> dict:
+    return {"task": task, "variant": variant, "unroll": unroll, "seed": seed, "steps": steps, "extra": extra}
+
+
+def finished(key: dict, log_dir: Path) -> dict | None:
+    """The record of the run `key` if it finished with exactly these settings and budget (else None)."""
+    done = log_dir / "done.json"
+    result = json.loads(done.read_text()) if done.is_file() else {}
+    return {**result, "reused": True} if result and all(result.get(k) == v for k, v in key.items()) else None
 
 
 def continuation(finished: dict, key: dict, log_dir: Path) -> dict | None:
@@ -241,6 +252,8 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--upper", action="store_true",
                    help=f"also the upper bound per task: BPTT with T = {UPPER}, the whole window (bptt{UPPER}.yaml)")
     p.add_argument("--upper-seeds", type=int, help="seeds 1..K of the upper bound (default: --seeds)")
+    p.add_argument("--report", action="store_true",
+                   help="train nothing: tabulate the runs of the grid that finished with this budget, list the others")
     p.add_argument("--extra", nargs=argparse.REMAINDER, default=[],
                    help="further arguments for every run, e.g. --extra --model.hidden_size=128")
     a = p.parse_args(argv)
@@ -256,9 +269,18 @@ def main(argv: list[str] | None = None) -> dict:
     out = a.out.resolve()
     out.mkdir(parents=True, exist_ok=True)
     start = time.time()
-    with ThreadPoolExecutor(a.jobs) as pool:
-        results = list(pool.map(lambda g: run_one(*g, a.steps, out, a.extra), grid))
+    if a.report:  # train nothing: the finished runs, and which are not
+        found = [finished(run_key(*g, a.steps, a.extra), out / g[0] / config_name(g[1], g[2]) / f"seed{g[3]}")
+                 for g in grid]
+        results = [r for r in found if r is not None]
+        for (task, v, t, seed), r in zip(grid, found):
+            if r is None:
+                print(f"not finished: {task} {config_name(v, t)} seed {seed}", file=sys.stderr)
+    else:
+        with ThreadPoolExecutor(a.jobs) as pool:
+            results = list(pool.map(lambda g: run_one(*g, a.steps, out, a.extra), grid))
     summary = {"steps": a.steps, "seeds": a.seeds, "jobs": a.jobs, "seconds": round(time.time() - start, 1),
+               "finished": f"{len(results)} of {len(grid)} runs",
                "run_seconds": round(sum(r["seconds"] for r in results), 1),  # reused runs count their own time
                "machine": f"{platform.machine()}, {os.cpu_count()} cores, {platform.system()}",
                "command": " ".join(["python", "scripts/copy_table.py", *(argv if argv is not None else sys.argv[1:])]),

@@ -13,7 +13,8 @@ it, so the engine needs no Lightning). The protocol (`Engine`):
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -23,6 +24,21 @@ from torch import Tensor, nn
 from seqdni.dni import diagnostics
 
 Gather = Callable[[Tensor], list[Tensor]]  # a tensor -> every rank's copy of it, on the CPU
+
+
+@contextmanager
+def state_gradients_only(module: nn.Module) -> Iterator[None]:
+    """Within: the module's parameters do not require gradients, so a pass that differentiates with
+    respect to states alone (an n-step target, the probe) records no weight gradients, and a core
+    with a closed-form backward (`seqdni.nets.resetting`) computes none. Restored on the way out."""
+    flags = [(p, p.requires_grad) for p in module.parameters()]
+    try:
+        for p, _ in flags:
+            p.requires_grad_(False)
+        yield
+    finally:
+        for p, flag in flags:
+            p.requires_grad_(flag)
 
 
 @dataclass

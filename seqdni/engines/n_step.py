@@ -15,7 +15,7 @@ import torch
 from torch import Tensor
 
 from seqdni.dni import detach_state, flatten_state, pending_targets, true_future_gradient
-from seqdni.engines.base import Carry, Kept
+from seqdni.engines.base import Carry, Kept, state_gradients_only
 
 
 class NStepTargets:
@@ -49,7 +49,8 @@ class NStepTargets:
             return torch.stack(parts).sum(), s
 
         xs = torch.cat([k.inputs for k in window], dim=1)
-        target = true_future_gradient(unroll, window[0].state, [xs], bootstrap=gamma ** n * g)
+        with state_gradients_only(self.net):
+            target = true_future_gradient(unroll, window[0].state, [xs], bootstrap=gamma ** n * g)
         loss, prediction = self.boundary.learn(flatten_state(window[0].state), target, window[0].cond)
         return loss, prediction, target
 
@@ -66,7 +67,8 @@ class NStepTargets:
             out, s = self.net.core(kept.inputs, s)
             return kept.targets.size(0) * kept.targets.size(1) * self.net.loss(out, kept.targets), s
 
-        states, target = pending_targets(unroll, window[0].state, list(window), g, self.dni.gamma)
+        with state_gradients_only(self.net):
+            states, target = pending_targets(unroll, window[0].state, list(window), g, self.dni.gamma)
         conds = torch.cat([k.cond for k in window]) if window[0].cond is not None else None
         loss, prediction = self.boundary.learn(states, target, conds)
         return loss, prediction, target

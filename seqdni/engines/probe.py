@@ -6,6 +6,7 @@ import torch
 from torch import Tensor
 
 from seqdni.dni import as_tuple, cosine, detach_state, flatten_state
+from seqdni.engines.base import state_gradients_only
 from seqdni.engines.flat import FlatEngine
 
 
@@ -29,7 +30,7 @@ def probe(engine: FlatEngine, x: Tensor, y: Tensor, warmup: int) -> dict[str, Te
     state = net.init_state(x.size(0), x.device)
     _, state = net.core(x[:, :warmup], state)
     leaf = detach_state(state, requires_grad=True)
-    with torch.enable_grad():
+    with torch.enable_grad(), state_gradients_only(net):
         losses, s = [], leaf
         for i in range(warmup, x.size(1), unroll):
             out, s = net.core(x[:, i : i + unroll], s)

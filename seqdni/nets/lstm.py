@@ -14,9 +14,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from seqdni.nets.resetting import resetting_lstm
 from seqdni.nets.sampling import sample_ids
 
 LN2 = math.log(2.0)
+CLOSED_FORM_STEPS = 8  # from this unroll length on, the resetting recurrence runs its backward in closed form
 
 
 def reset_rows(state: tuple[Tensor, ...], rows: Tensor) -> tuple[Tensor, ...]:
@@ -86,11 +88,16 @@ class _LSTMNet(nn.Module):
     def _resetting_recurrence(self, e: Tensor, state: tuple[Tensor, Tensor], resets: Tensor
                               ) -> tuple[Tensor, tuple[Tensor, Tensor]]:
         """A one-layer LSTM written out step by step (nn.LSTM's gates and order), zeroing each
-        stream's state before the steps `resets` marks: one batched input product, then one
-        product with the recurrent weights per step (no per-step kernel set-up, no host sync)."""
+        stream's state before the steps `resets` marks: one batched input product, then the
+        recurrence, no host sync. From `CLOSED_FORM_STEPS` steps on its backward runs in closed form
+        (`seqdni.nets.resetting`); shorter unrolls, whose cost is per-operation overhead, keep
+        autograd's, which skips the weights' work when only states need gradients."""
         lstm = self.lstm
         pre = F.linear(e, lstm.weight_ih_l0, lstm.bias_ih_l0 + lstm.bias_hh_l0)
         keep = (~resets).to(e.dtype).unsqueeze(-1)
+        if e.size(1) >= CLOSED_FORM_STEPS:
+            out, h, c = resetting_lstm(pre, state[0][0], state[1][0], keep, lstm.weight_hh_l0)
+            return out, (h.unsqueeze(0), c.unsqueeze(0))
         h, c, outs = state[0][0], state[1][0], []
         for t in range(e.size(1)):
             h, c = h * keep[:, t], c * keep[:, t]

@@ -14,6 +14,7 @@ from test_flat_episodic import T as BT
 
 from seqdni.dni import detach_state, flatten_state
 from seqdni.engines import DNIOptions, FlatEngine
+from seqdni.engines.base import state_gradients_only
 from seqdni.nets import BitLSTM
 
 
@@ -218,3 +219,20 @@ def test_aux_with_pending_targets_adds_the_aux_term_and_leaves_m_as_without_aux(
     for pa, p, oa, o in zip(*g):  # the core: the Aux term, and only it
         torch.testing.assert_close(pa - p, oa - o, rtol=1e-7, atol=1e-11)
     assert max((pa - p).abs().max() for pa, p in zip(g[0], g[1])) > 1e-6
+
+
+def test_state_gradients_only_takes_the_weights_out_of_the_graph_and_puts_them_back():
+    """The n-step learners differentiate with respect to states alone: inside, no parameter requires a
+    gradient (no weight work recorded); afterwards every one does again, also after an error, so the
+    core's next update still trains it."""
+    net = char_lstm()
+    with state_gradients_only(net):
+        assert not any(p.requires_grad for p in net.parameters())
+    with pytest.raises(RuntimeError), state_gradients_only(net):
+        raise RuntimeError
+    assert all(p.requires_grad for p in net.parameters())
+    x, y = random_ids(5 * T)
+    e = flat_engine(net, DNIOptions(scale=0.3, discount=1.0, target_unrolls=3, pending_targets=True))
+    outs = unroll_all(e, x, y, T)
+    assert outs[-1].target is not None and all(p.requires_grad for p in e.net.parameters())
+    assert all(g.abs().max() > 0 for g in grads(e.net.parameters()))

@@ -7,6 +7,8 @@ import torch
 
 from seqdni.data import CopyDataModule, RepeatCopyDataModule
 from seqdni.nets import build_network
+from seqdni.nets.lstm import CLOSED_FORM_STEPS
+from seqdni.nets.resetting import resetting_lstm
 
 
 def streams(module=CopyDataModule, rows: int = 3, span: int = 30, level: int = 2):
@@ -58,10 +60,11 @@ def test_no_gradient_crosses_an_episode_start():
     assert g_h[:, 1].abs().max() > 1e-6
 
 
-def test_the_written_out_recurrence_is_the_lstm_split_at_the_resets():
+@pytest.mark.parametrize("span", [CLOSED_FORM_STEPS - 1, 20])  # autograd's backward, then the closed form
+def test_the_written_out_recurrence_is_the_lstm_split_at_the_resets(span):
     """One layer with resets runs a written-out recurrence; it equals nn.LSTM run between the resets,
     outputs, state and gradients."""
-    _, net, x, y = streams(span=20, level=2)
+    _, net, x, y = streams(span=span, level=2)
     s0 = tuple(torch.randn_like(t).requires_grad_() for t in net.init_state(x.size(0)))
     xs, resets = net.split_resets(x)
     out, (h, c) = net.core(x, s0)
@@ -84,3 +87,19 @@ def test_the_written_out_recurrence_is_the_lstm_split_at_the_resets():
         assert (g is None) == (r is None)
         if g is not None:
             torch.testing.assert_close(g, r, rtol=1e-10, atol=1e-12)
+
+
+def test_the_resetting_recurrence_backward_is_the_gradient_of_its_forward():
+    """`resetting_lstm`'s closed-form backward against finite differences (float64), with every output
+    used: the outputs, the last h and the last c, resets in the middle and before the first step."""
+    g = torch.Generator().manual_seed(0)
+    b, t, n = 3, 5, 4
+    pre, h0, c0 = (torch.randn(*shape, generator=g, dtype=torch.float64, requires_grad=True)
+                   for shape in ((b, t, 4 * n), (b, n), (b, n)))
+    w = (0.5 * torch.randn(4 * n, n, generator=g, dtype=torch.float64)).requires_grad_()
+    keep = torch.ones(b, t, 1, dtype=torch.float64)
+    keep[0, 2], keep[1, 0], keep[2, 4] = 0.0, 0.0, 0.0
+    assert torch.autograd.gradcheck(lambda *a: resetting_lstm(*a[:3], keep, a[3]), (pre, h0, c0, w))
+    # a reset cuts the gradient to the state before it: stream 1 resets before its first step
+    dh0, dc0 = torch.autograd.grad(sum(o.sum() for o in resetting_lstm(pre, h0, c0, keep, w)), (h0, c0))
+    assert dh0[1].abs().max() == 0 and dc0[1].abs().max() == 0 and dh0[0].abs().max() > 1e-6

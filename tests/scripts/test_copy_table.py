@@ -35,6 +35,12 @@ def test_table_script_trains_the_configs_writes_table_and_plots_and_reuses_runs(
     assert (out / "repeat-copy.png").stat().st_size > 0 and len(list((out / "plots").glob("*.png"))) == 2
     again = run_python(args, ROOT)
     assert again.returncode == 0 and all(r["reused"] for r in json.loads((out / "results.json").read_text())["runs"])
+    # --report trains nothing: it tabulates the finished runs and names the others
+    report = run_python([*args[:10], "dni-aux", "--report", *args[10:]], ROOT)
+    assert report.returncode == 0, report.stdout[-2000:] + report.stderr[-3000:]
+    assert "not finished: repeat-copy dni3-aux seed 1" in report.stderr and not (out / "repeat-copy/dni3-aux").exists()
+    reported = json.loads((out / "results.json").read_text())
+    assert reported["finished"] == "2 of 3 runs" and [r["variant"] for r in reported["runs"]] == ["bptt", "dni"]
     # a larger budget continues each run from its checkpoint: the curve so far is kept, not retrained
     longer = run_python([*args[:2], "90", *args[3:]], ROOT)
     assert longer.returncode == 0, longer.stdout[-2000:] + longer.stderr[-3000:]

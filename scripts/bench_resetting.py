@@ -1,0 +1,90 @@
+"""The resetting recurrence's closed-form backward against autograd's: CPU seconds per optimiser step
+of Copy configs, in one process.
+
+`BitLSTM` with `data.resets` runs its one-layer recurrence with the closed-form backward of
+`seqdni.nets.resetting` from `seqdni.nets.lstm.CLOSED_FORM_STEPS` steps on. The variant `autograd`
+raises that threshold past every unroll, so the same recurrence is differentiated by autograd; the
+variant `closed-form` sets it to 1 (every unroll) and `shipped` keeps it. Each config's engine is
+driven by `seqdni.engines.Steps` over the same batches (no Lightning, validation or logging); the
+variants alternate in ABBA order over `--repeats`, and the medians and ratios to `autograd` are
+reported.
+
+    python scripts/bench_resetting.py --out docs/bench/resetting-cpu.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import time
+
+import torch
+
+import seqdni.nets.lstm as lstm
+from seqdni.cli.train import cli
+from seqdni.engines import Steps
+from seqdni.training.optim import adam
+
+VARIANTS = {"autograd": 10**9, "closed-form": 1, "shipped": lstm.CLOSED_FORM_STEPS}
+
+
+def seconds_per_step(config: str, threshold: int, args) -> float:
+    """CPU seconds per update after `skip` warm-up batches, the recurrence switched at `threshold`."""
+    torch.manual_seed(args.seed)
+    lstm.CLOSED_FORM_STEPS = threshold
+    over = [f"--model.init_args.hidden_size={args.hidden}"] if args.hidden else []
+    built = cli(["--config", config, f"--seed_everything={args.seed}", "--trainer.logger=false", *over], run=False)
+    engine, dm = built.model.engine, built.datamodule
+    groups = engine.param_groups()
+    steps = Steps(groups, [adam(g.params, lr=g.lr, weight_decay=g.weight_decay) for g in groups])
+    dm.setup("fit")
+    carry, t0, updates = None, None, 0
+    for b, (x, y) in enumerate(dm.train_dataloader()):
+        if b == args.batches:
+            break
+        if b == args.skip:
+            t0, updates = time.process_time(), 0
+        carry = carry or engine.initial_carry(x.size(0), x.device)
+        for i in range(0, x.size(1), engine.span):
+            carry, _ = engine.update(x[:, i : i + engine.span], y[:, i : i + engine.span], carry, steps)
+            updates += 1
+    return (time.process_time() - t0) / updates
+
+
+def main(argv: list[str] | None = None) -> dict:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--configs", nargs="+", default=["configs/copy/bptt60.yaml", "configs/copy/dni2.yaml",
+                                                     "configs/copy/dni5.yaml"])
+    p.add_argument("--batches", type=int, default=6, help="batches per timed run (skip included)")
+    p.add_argument("--skip", type=int, default=2, help="warm-up batches at the start of every run")
+    p.add_argument("--repeats", type=int, default=4)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--hidden", type=int, default=0, help="override the core's width (0: the config's)")
+    p.add_argument("--out", help="write the results as JSON here")
+    a = p.parse_args(argv)
+    if not 0 <= a.skip < a.batches:
+        p.error("--skip must be >= 0 and below --batches")
+    torch.set_num_threads(1)
+    results = {}
+    for config in a.configs:
+        runs = {v: [] for v in VARIANTS}
+        for r in range(a.repeats):
+            for v in (VARIANTS if r % 2 == 0 else reversed(list(VARIANTS))):
+                runs[v].append(seconds_per_step(config, VARIANTS[v], a))
+        med = {v: statistics.median(s) for v, s in runs.items()}
+        results[config] = {"cpu_seconds_per_step": runs, "median": med,
+                           "speedup_over_autograd": {v: med["autograd"] / m for v, m in med.items()}}
+        print(config, {v: f"{med['autograd'] / m:.2f}x" for v, m in med.items()}, flush=True)
+    summary = {"machine": f"{platform.machine()}, {platform.processor() or 'cpu'}, torch {torch.__version__}, 1 thread",
+               "command": " ".join(["python", "scripts/bench_resetting.py", *(argv or [])]),
+               "closed_form_steps": lstm.CLOSED_FORM_STEPS, "results": results}
+    if a.out:
+        with open(a.out, "w") as f:
+            json.dump(summary, f, indent=1)
+    return summary
+
+
+if __name__ == "__main__":
+    main()
