@@ -46,7 +46,12 @@ def seconds(config: str, variant: str, args) -> tuple[float, int]:
     over += [f"--model.init_args.dni.pending_targets={str(pending).lower()}"]
     built = cli(["--config", config, f"--seed_everything={args.seed}", "--trainer.logger=false",
                  f"--model.init_args.dni.target_unrolls={n}", *over], run=False)
-    engine, dm = built.model.engine, built.datamodule
+    return timed_updates(built.model.engine, built.datamodule, args)
+
+
+def timed_updates(engine, dm, args) -> tuple[float, int]:
+    """Drive `engine` with `seqdni.engines.Steps` over the first `args.batches` training batches of `dm`:
+    the CPU seconds of the updates after the first `args.skip` batches, and how many updates that was."""
     groups = engine.param_groups()
     steps = Steps(groups, [adam(g.params, lr=g.lr, weight_decay=g.weight_decay) for g in groups])
     dm.setup("fit")

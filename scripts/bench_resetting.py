@@ -5,9 +5,9 @@ of Copy configs, in one process.
 `seqdni.nets.resetting` from `seqdni.nets.lstm.CLOSED_FORM_STEPS` steps on. The variant `autograd`
 raises that threshold past every unroll, so the same recurrence is differentiated by autograd; the
 variant `closed-form` sets it to 1 (every unroll) and `shipped` keeps it. Each config's engine is
-driven by `seqdni.engines.Steps` over the same batches (no Lightning, validation or logging); the
-variants alternate in ABBA order over `--repeats`, and the medians and ratios to `autograd` are
-reported.
+driven by `seqdni.engines.Steps` over the same batches (`bench_n_step.timed_updates`: no Lightning,
+validation or logging); the variants alternate in ABBA order over `--repeats`, and the medians and
+ratios to `autograd` are reported.
 
     python scripts/bench_resetting.py --out docs/bench/resetting-cpu.json
 """
@@ -18,14 +18,12 @@ import argparse
 import json
 import platform
 import statistics
-import time
 
 import torch
+from bench_n_step import timed_updates  # the same timed loop over the engine's updates
 
 import seqdni.nets.lstm as lstm
 from seqdni.cli.train import cli
-from seqdni.engines import Steps
-from seqdni.training.optim import adam
 
 VARIANTS = {"autograd": 10**9, "closed-form": 1, "shipped": lstm.CLOSED_FORM_STEPS}
 
@@ -36,21 +34,8 @@ def seconds_per_step(config: str, threshold: int, args) -> float:
     lstm.CLOSED_FORM_STEPS = threshold
     over = [f"--model.init_args.hidden_size={args.hidden}"] if args.hidden else []
     built = cli(["--config", config, f"--seed_everything={args.seed}", "--trainer.logger=false", *over], run=False)
-    engine, dm = built.model.engine, built.datamodule
-    groups = engine.param_groups()
-    steps = Steps(groups, [adam(g.params, lr=g.lr, weight_decay=g.weight_decay) for g in groups])
-    dm.setup("fit")
-    carry, t0, updates = None, None, 0
-    for b, (x, y) in enumerate(dm.train_dataloader()):
-        if b == args.batches:
-            break
-        if b == args.skip:
-            t0, updates = time.process_time(), 0
-        carry = carry or engine.initial_carry(x.size(0), x.device)
-        for i in range(0, x.size(1), engine.span):
-            carry, _ = engine.update(x[:, i : i + engine.span], y[:, i : i + engine.span], carry, steps)
-            updates += 1
-    return (time.process_time() - t0) / updates
+    secs, updates = timed_updates(built.model.engine, built.datamodule, args)
+    return secs / updates
 
 
 def main(argv: list[str] | None = None) -> dict:

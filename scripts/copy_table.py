@@ -66,18 +66,14 @@ def run_one(task: str, variant: str, unroll: int, seed: int, steps: int, out: Pa
     name = config_name(variant, unroll)
     log_dir = out / task / name / f"seed{seed}"
     key = run_key(task, variant, unroll, seed, steps, extra)
-    done = log_dir / "done.json"
-    earlier = None
     if (record := finished(key, log_dir)) is not None:
         return record
-    if done.is_file():
-        result = json.loads(done.read_text())
-        if result.get("steps", 0) > steps:
-            sys.exit(f"{log_dir} holds a finished run of {result['steps']} steps, more than --steps {steps}: "
-                     "give --steps of at least that, or another --out")
-        earlier = interrupted(key, log_dir) or continuation(result, key, log_dir)
-    else:
-        earlier = interrupted(key, log_dir)
+    done = log_dir / "done.json"
+    result = json.loads(done.read_text()) if done.is_file() else None  # a finished run with another budget
+    if result and result.get("steps", 0) > steps:
+        sys.exit(f"{log_dir} holds a finished run of {result['steps']} steps, more than --steps {steps}: "
+                 "give --steps of at least that, or another --out")
+    earlier = interrupted(key, log_dir) or (continuation(result, key, log_dir) if result else None)
     resume = [f"--ckpt_path={log_dir / 'checkpoints' / 'latest.ckpt'}"] if earlier else []
     cmd = train_command(task, name, seed, steps, out, [*extra, *resume])
     log_dir.mkdir(parents=True, exist_ok=True)
