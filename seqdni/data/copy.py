@@ -41,6 +41,11 @@ class CopyDataModule(L.LightningDataModule):
         lookahead: Each training batch's targets run this many steps past its window (the first
             targets of the next batch), for a conditional M that reads the targets ahead
             (`model.dni.lookahead`, at most this). 0: the targets cover the window only.
+        whole_episodes: Each training row's window holds whole episodes only: it ends after the
+            last episode that ends inside it, padded with blank unscored steps, and the episode
+            that would be cut starts the next window. BPTT over the window then sees every
+            episode whole (the grid's upper bound, `bptt60-whole.yaml`); an episode longer than
+            the window is still cut. False: windows cut episodes anywhere.
     """
 
     task_name = "copy"
@@ -49,7 +54,7 @@ class CopyDataModule(L.LightningDataModule):
     def __init__(self, batch_size: int = 32, window: int = 60, bits: int = 8, level: int = 1, shorter: float = 0.0,
                  max_lead_in: int = 10, epoch_batches: int = 1000, seed: int | None = None,
                  eval_batch_size: int = 32, eval_window: int = 120, eval_batches: int = 3, eval_warmup: int = 0,
-                 resets: bool = False, lookahead: int = 0):
+                 resets: bool = False, lookahead: int = 0, whole_episodes: bool = False):
         super().__init__()
         for key, value in (("batch_size", batch_size), ("window", window), ("bits", bits), ("level", level),
                            ("epoch_batches", epoch_batches), ("eval_batch_size", eval_batch_size),
@@ -66,6 +71,7 @@ class CopyDataModule(L.LightningDataModule):
         self.seed = int(torch.randint(0, 2**31 - 1, ()).item()) if seed is None else seed
         self.eval_batch_size, self.eval_window, self.eval_batches = eval_batch_size, eval_window, eval_batches
         self.eval_warmup, self.resets, self.lookahead = eval_warmup, resets, lookahead
+        self.whole_episodes = whole_episodes
 
     # ---- the task ---------------------------------------------------------------------------
     @property
@@ -132,7 +138,7 @@ class CopyDataModule(L.LightningDataModule):
         if self.trainer is not None and self.trainer.world_size > 1:
             raise UserError("the copy tasks run on one device; set trainer.devices to 1")
         return EpisodeStreams(self.draw, self.channels, self.x_dim, self.batch_size, self.window,
-                              self.epoch_batches, self.seed, self.max_lead_in, self.lookahead)
+                              self.epoch_batches, self.seed, self.max_lead_in, self.lookahead, self.whole_episodes)
 
     def val_dataloader(self) -> FixedEpisodes:
         return FixedEpisodes(self._eval_draw, self.x_dim, self.eval_batch_size, self.eval_window,
@@ -177,6 +183,7 @@ class RepeatCopyDataModule(CopyDataModule):
         resets: Every episode starts from the zero state (see `CopyDataModule`).
         max_repeats: Largest repeat count R; the input carries R / max_repeats.
         lookahead: Targets past each training window (see `CopyDataModule`).
+        whole_episodes: Training windows hold whole episodes only (see `CopyDataModule`).
     """
 
     task_name = "repeat-copy"
@@ -184,9 +191,9 @@ class RepeatCopyDataModule(CopyDataModule):
     def __init__(self, batch_size: int = 32, window: int = 60, bits: int = 8, level: int = 1, shorter: float = 0.0,
                  max_lead_in: int = 10, epoch_batches: int = 1000, seed: int | None = None,
                  eval_batch_size: int = 32, eval_window: int = 120, eval_batches: int = 3, eval_warmup: int = 0,
-                 resets: bool = False, max_repeats: int = 2, lookahead: int = 0):
+                 resets: bool = False, max_repeats: int = 2, lookahead: int = 0, whole_episodes: bool = False):
         super().__init__(batch_size, window, bits, level, shorter, max_lead_in, epoch_batches, seed,
-                         eval_batch_size, eval_window, eval_batches, eval_warmup, resets, lookahead)
+                         eval_batch_size, eval_window, eval_batches, eval_warmup, resets, lookahead, whole_episodes)
         if max_repeats <= 0:
             raise UserError(f"data.max_repeats must be positive, got {max_repeats}")
         self.max_repeats = max_repeats

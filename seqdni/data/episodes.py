@@ -81,15 +81,20 @@ class EpisodeStreams(ResumableBatches):
     epoch starts every row afresh (the model resets its state at epoch start too). The
     generator, the position and the unfinished episodes are in `state_dict`, so a
     checkpoint resumes the exact stream. With `lookahead` L, a batch's targets run L steps past its
-    window: they are the first targets of the next batch, already drawn.
+    window: they are the first targets of the next batch, already drawn. With `whole`, a row's
+    window ends after the last episode that ends inside it, padded with blank unscored steps, and
+    the episode it would have cut starts the row's next window (one longer than the window is cut).
     """
 
     def __init__(self, draw: Draw, channels: int, x_dim: int, batch_size: int, window: int, length: int,
-                 seed: int, max_lead_in: int, lookahead: int = 0):
+                 seed: int, max_lead_in: int, lookahead: int = 0, whole: bool = False):
         super().__init__(length)
+        if whole and lookahead:
+            raise UserError("data.whole_episodes pads each window after its last whole episode, so there are no "
+                            "targets ahead of it to read; set data.lookahead to 0 or data.whole_episodes to false")
         self.draw, self.channels, self.x_dim = draw, channels, x_dim
         self.batch_size, self.window, self.max_lead_in = batch_size, window, max_lead_in
-        self.lookahead = lookahead
+        self.lookahead, self.whole = lookahead, whole
         self.gen = torch.Generator().manual_seed(seed)
         self.refill = 4
         self.pending: list[Tensor] = []
@@ -105,10 +110,18 @@ class EpisodeStreams(ResumableBatches):
         leads = torch.randint(0, self.max_lead_in + 1, (self.batch_size,), generator=self.gen).tolist()
         self.pending = [torch.zeros(k, self.channels) for k in leads]
 
+    def _cut(self, row: Tensor) -> int:
+        """Where the row's window ends: after its last episode that ends inside it (`whole`; the episode-end
+        flag is the last channel), else, or when no episode ends inside it, the window's last column."""
+        ends = row[: self.window, -1].nonzero() if self.whole else ()
+        return int(ends[-1, 0]) + 1 if len(ends) else self.window
+
     def batch(self, i: int) -> tuple[Tensor, Tensor]:
         rows = [self._fill(r) for r in self.pending]
-        self.pending = [r[self.window :] for r in rows]
-        batch = torch.stack([r[: self.window + self.lookahead] for r in rows])
+        cuts = [self._cut(r) for r in rows]
+        self.pending = [r[c:] for r, c in zip(rows, cuts)]
+        batch = torch.stack([torch.cat([r[:c], r.new_zeros(self.window - c, self.channels)]) if c < self.window
+                             else r[: self.window + self.lookahead] for r, c in zip(rows, cuts)])
         return batch[:, : self.window, : self.x_dim], batch[..., self.x_dim :]
 
     def state_dict(self) -> dict:

@@ -21,7 +21,7 @@ EXPECTED = [
     CONFIG_DIR / "smoke.yaml",
     *(CONFIG_DIR / task / f"{variant}{t}{aux}.yaml" for task in ("copy", "repeat-copy") for t in (2, 3, 4, 5)
       for variant, aux in (("bptt", ""), ("dni", ""), ("dni", "-aux"))),
-    *(CONFIG_DIR / task / "bptt60.yaml" for task in ("copy", "repeat-copy")),  # copy_table.py --upper
+    *(CONFIG_DIR / task / f"bptt60{whole}.yaml" for task in ("copy", "repeat-copy") for whole in ("", "-whole")),
     *(CONFIG_DIR / "two-timescale" / f"{regime}.yaml" for regime in ("bptt", "cut", "dni")),
     # scripts/ff_table.py
     *(CONFIG_DIR / "ff" / f"{task}-{variant}.yaml" for task in ("digits", "addition", "mnist")
@@ -30,10 +30,10 @@ EXPECTED = [
 CONFIGS = sorted(set(CONFIG_DIR.rglob("*.yaml")) | set(EXPECTED))
 
 FF = re.compile(r"(digits|addition|mnist)-(bp|dni|cdni)(-bootstrap)?")  # ff/digits-cdni: task, variant, M's target
-# bptt8, dni20, dni8-aux, dni2-n4, cdni2-n8-pending: T, DNI, DNI + Aux, n-step targets (learned while
-# pending), M also reading the targets its n-step target covers (cdni). Without -n<k>, a family's own DNI
+# bptt8, dni20, dni8-aux, dni2-n4, cdni2-n8-pending, bptt60-whole: T, DNI, DNI + Aux, n-step targets (learned
+# while pending), M also reading the targets its n-step target covers (cdni), windows of whole episodes. Without -n<k>, a family's own DNI
 # targets: one-step on PTB, 8-step learned while pending on Copy and Repeat Copy (docs/copy.md).
-FLAT = re.compile(r"(bptt|dni|cdni)(\d+)(-aux|-n(\d+)(-pending)?)?")
+FLAT = re.compile(r"(bptt|dni|cdni)(\d+)(-aux|-whole|-n(\d+)(-pending)?)?")
 FAMILY_TARGETS = {"copy": (8, True), "repeat-copy": (8, True)}  # (target_unrolls, pending_targets)
 HIER = re.compile(r"hier-(bptt|cut|dni)(\d+)")  # hier-dni8: the message interface and the lower T
 REGIME = re.compile(r"(bptt|cut|dni)(-cond|-state)?")  # two-timescale/dni-cond: the regime, what M also reads
@@ -88,6 +88,7 @@ def test_every_shipped_config_instantiates_and_is_what_its_name_says(config, tmp
         ahead = int(unroll) * int(n or 1) if kind == "cdni" else 0
         assert model.dni is None or model.dni.lookahead == ahead
         assert getattr(dm, "lookahead", 0) == ahead
+        assert getattr(dm, "whole_episodes", False) == (suffix == "-whole")
 
 
 # The benchmark configs beside the results they produced (docs/**/configs): <method><T>, then what each

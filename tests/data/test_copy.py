@@ -8,6 +8,7 @@ import torch
 
 from seqdni.data import CopyDataModule, RepeatCopyDataModule
 from seqdni.data.episodes import EpisodeStreams
+from seqdni.errors import UserError
 
 
 def gen(seed: int = 0) -> torch.Generator:
@@ -73,6 +74,31 @@ def test_training_streams_continue_episodes_across_batches_and_resume_exactly():
     resumed = EpisodeStreams(dm.draw, dm.channels, dm.x_dim, 3, 6, 8, seed=999, max_lead_in=4)
     resumed.load_state_dict(state)
     assert torch.equal(columns(resumed), rows[:, 18:])
+
+
+@pytest.mark.parametrize("cls", [CopyDataModule, RepeatCopyDataModule])
+def test_whole_episodes_windows_cut_no_episode(cls):
+    """Every training window holds whole episodes only, then blank unscored steps; the episode a
+    window would have cut starts the row's next window. Without the option, windows cut episodes."""
+    kw = dict(batch_size=4, window=12, level=3, shorter=0.5, max_lead_in=4, epoch_batches=10, seed=5, resets=True)
+    start = cls(**kw).x_dim - 1  # the episode-start flag
+    lengths = {int(cls(**kw).episode_length(torch.tensor(n), torch.tensor(r))) for n in (1, 2, 3) for r in (1, 2)}
+    for whole in (True, False):
+        cut = 0
+        for b, (x, y) in enumerate(cls(**kw, whole_episodes=whole).train_dataloader()):
+            for row in torch.cat([x, y], 2):
+                starts, ends = row[:, start].nonzero()[:, 0], row[:, -1].nonzero()[:, 0]
+                cut += len(starts) != len(ends) or bool((starts > ends).any())
+                if whole:
+                    assert (b == 0 or starts[0] == 0) and len(starts) == len(ends) > 0
+                    assert {int(n) for n in ends - starts + 1} <= lengths  # whole episodes
+                    assert (row[int(ends[-1]) + 1 :] == 0).all()  # then blank: no input, no loss
+        assert (cut == 0) == whole
+
+
+def test_whole_episodes_refuse_lookahead():
+    with pytest.raises(UserError, match="data.lookahead"):
+        CopyDataModule(whole_episodes=True, lookahead=4).train_dataloader()
 
 
 def test_validation_set_is_fixed_follows_the_level_and_scores_whole_episodes():

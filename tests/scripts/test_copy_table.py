@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 
 import pytest
@@ -100,3 +101,17 @@ def test_a_variant_without_a_shipped_config_is_refused_before_any_run(tmp_path):
                       "--variants", "dni-n4", "--out", str(tmp_path / "grid")], ROOT)
     assert res.returncode == 2 and "no shipped config for configs/copy/dni4-n4.yaml:" in res.stderr
     assert "dni3-n4" not in res.stderr and not (tmp_path / "grid" / "copy").exists()
+
+
+def test_the_upper_bound_runs_on_whole_episode_windows_and_each_upper_variant_gets_its_row():
+    spec = importlib.util.spec_from_file_location("copy_table", ROOT / "scripts/copy_table.py")
+    table_script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(table_script)
+    assert table_script.config_name("bptt-whole", table_script.UPPER) == "bptt60-whole"
+    run = {"task": "copy", "unroll": 60, "steps": 10, "returncode": 0}
+    results = [{**run, "variant": "bptt-whole", "seed": 1, "solved": 16},
+               {**run, "variant": "bptt-whole", "seed": 2, "solved": 18},
+               {**run, "variant": "bptt", "seed": 1, "solved": 15}]
+    rows = table_script.table(results, ["copy"], [2], ["bptt", "dni"]).splitlines()
+    assert "| copy | 60 (BPTT over the whole window of whole episodes: the upper bound) | **17** [35] (16 / 18) | | |" in rows
+    assert "| copy | 60 (BPTT over the whole window, episodes cut by windows) | **15** [31] (15) | | |" in rows
