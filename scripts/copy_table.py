@@ -17,7 +17,9 @@ continued from its `latest.ckpt` to the new one when its learning rate is consta
 shipped configs (`--ckpt_path`: the same run, so the curve up to the old budget is kept; a resume
 with settings that differ from the checkpoint's is refused by `seqdni.train`). A run stopped before it
 finished (the script killed, the machine gone) resumes from its `latest.ckpt` when the script is run
-again, so a grid larger than one sitting is made by running the same command until it is done. Writes
+again, so a grid larger than one sitting is made by running the same command until it is done. Grid
+commands may share runs: a run that another process is training (its `running.lock` held) is left to
+it and reported without a result, so several commands can split a grid between cores. Writes
 OUT/results.json, OUT/table.md (per row the median N over seeds, the task length 2N + 1 and
 each seed's N, beside the paper's), one PNG of N against steps per run
 (OUT/plots/) and one per task with every run and its validation error (OUT/<task>.png).
@@ -26,6 +28,7 @@ each seed's N, beside the paper's), one PNG of N against steps per run
 from __future__ import annotations
 
 import argparse
+import fcntl
 import json
 import os
 import platform
@@ -33,7 +36,9 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -68,11 +73,41 @@ def train_command(task: str, name: str, seed: int, steps: int, out: Path, extra:
 
 
 def run_one(task: str, variant: str, unroll: int, seed: int, steps: int, out: Path, extra: list[str]) -> dict:
+    """The run's record: reused if it finished with these settings, else trained (resumed, continued) now,
+    unless another process is training it (`claimed`): then a record without a result."""
     name = config_name(variant, unroll)
     log_dir = out / task / name / f"seed{seed}"
     key = run_key(task, variant, unroll, seed, steps, extra)
     if (record := finished(key, log_dir)) is not None:
         return record
+    with claimed(log_dir) as mine:
+        if not mine:
+            print(f"{task:12s} {name:9s} seed {seed}: being trained by another process, left to it", flush=True)
+            return {**key, "method": variant, "returncode": None, "seconds": 0.0, "solved": None, "history": [],
+                    "note": "being trained by another process"}
+        return finished(key, log_dir) or train(task, variant, unroll, seed, steps, out, extra)
+
+
+@contextmanager
+def claimed(log_dir: Path) -> Iterator[bool]:
+    """Whether this process may train the run in `log_dir`: an exclusive lock on `running.lock`, held while
+    the run trains and released by the system when the holder ends however it ends, so two grid
+    commands (or one command run twice) never train the same run at once."""
+    log_dir.mkdir(parents=True, exist_ok=True)
+    with open(log_dir / "running.lock", "a") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            yield False
+        else:
+            yield True
+
+
+def train(task: str, variant: str, unroll: int, seed: int, steps: int, out: Path, extra: list[str]) -> dict:
+    """Train the run (from scratch, from its checkpoint if it was interrupted, or on from a smaller budget)."""
+    name = config_name(variant, unroll)
+    log_dir = out / task / name / f"seed{seed}"
+    key = run_key(task, variant, unroll, seed, steps, extra)
     done = log_dir / "done.json"
     result = json.loads(done.read_text()) if done.is_file() else None  # a finished run with another budget
     if result and result.get("steps", 0) > steps:
@@ -205,6 +240,7 @@ def plots(results: list[dict], out: Path, tasks, unrolls, variants) -> None:
     import matplotlib.pyplot as plt
 
     (out / "plots").mkdir(parents=True, exist_ok=True)
+    results = [r for r in results if r["returncode"] is not None]  # not the runs another process trains
     for r in results:
         fig, ax = plt.subplots(figsize=(4, 2.6))
         ax.step(*curve(r["history"]), where="post")
@@ -285,7 +321,7 @@ def main(argv: list[str] | None = None) -> dict:
         with ThreadPoolExecutor(a.jobs) as pool:
             results = list(pool.map(lambda g: run_one(*g, a.steps, out, a.extra), grid))
     summary = {"steps": a.steps, "seeds": a.seeds, "jobs": a.jobs, "seconds": round(time.time() - start, 1),
-               "finished": f"{len(results)} of {len(grid)} runs",
+               "finished": f"{sum(r['returncode'] == 0 for r in results)} of {len(grid)} runs",
                "run_seconds": round(sum(r["seconds"] for r in results), 1),  # reused runs count their own time
                "machine": f"{platform.machine()}, {os.cpu_count()} cores, {platform.system()}",
                "command": " ".join(["python", "scripts/copy_table.py", *(argv if argv is not None else sys.argv[1:])]),
@@ -295,7 +331,7 @@ def main(argv: list[str] | None = None) -> dict:
     (out / "table.md").write_text(md)
     plots(results, out, a.tasks, a.unrolls, a.variants)
     print(md)
-    failed = [r for r in results if r["returncode"] != 0]
+    failed = [r for r in results if r["returncode"] not in (0, None)]  # None: another process trains it
     for r in failed:
         print(f"FAILED: {r['task']} {config_name(r['variant'], r['unroll'])} seed {r['seed']}: "
               f"see {out / r['task'] / config_name(r['variant'], r['unroll']) / ('seed' + str(r['seed']))}/stdout.txt",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import importlib.util
 import json
 
@@ -115,3 +116,19 @@ def test_the_upper_bound_runs_on_whole_episode_windows_and_each_upper_variant_ge
     rows = table_script.table(results, ["copy"], [2], ["bptt", "dni"]).splitlines()
     assert "| copy | 60 (BPTT over the whole window of whole episodes: the upper bound) | **17** [35] (16 / 18) | | |" in rows
     assert "| copy | 60 (BPTT over the whole window, episodes cut by windows) | **15** [31] (15) | | |" in rows
+
+
+def test_a_run_another_process_is_training_is_left_to_it(tmp_path):
+    """Two grid commands over the same runs: the run whose lock another process holds is neither trained
+    nor resumed a second time, reported as left to that process, and no failure."""
+    log_dir = tmp_path / "grid" / "copy" / "bptt3" / "seed1"
+    log_dir.mkdir(parents=True)
+    with open(log_dir / "running.lock", "a") as held:
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        res = run_python(["scripts/copy_table.py", "--steps", "10", "--tasks", "copy", "--unrolls", "3",
+                          "--variants", "bptt", "--out", str(tmp_path / "grid")], ROOT)
+    assert res.returncode == 0, res.stderr
+    assert "copy         bptt3     seed 1: being trained by another process, left to it" in res.stdout
+    assert not (log_dir / "stdout.txt").exists() and not (log_dir / "started.json").exists()
+    summary = json.loads((tmp_path / "grid" / "results.json").read_text())
+    assert summary["finished"] == "0 of 1 runs" and summary["runs"][0]["returncode"] is None
