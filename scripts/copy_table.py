@@ -48,7 +48,6 @@ UPPER = 60  # the upper bound: BPTT whose unroll is the whole training window
 UPPER_ROWS = {"bptt-whole": "BPTT over the whole window of whole episodes: the upper bound",
               "bptt": "BPTT over the whole window, episodes cut by windows"}
 VARIANTS = {"bptt": "BPTT", "dni": "DNI", "dni-aux": "DNI + Aux", "dni-n4": "DNI, 4-step targets",
-            "bptt-whole": "BPTT, windows of whole episodes",
             "cdni-n8-pending": "cDNI (M also reads the targets ahead), 8-step targets learned while pending"}
 DEFAULT_VARIANTS = ("bptt", "dni", "dni-aux")  # the paper's three; dni-n4 ships for T = 2, 3
 # Jaderberg et al. 2017, largest sequence length solved (see docs/dni-rnn.md).
@@ -85,7 +84,7 @@ def run_one(task: str, variant: str, unroll: int, seed: int, steps: int, out: Pa
             print(f"{task:12s} {name:9s} seed {seed}: being trained by another process, left to it", flush=True)
             return {**key, "method": variant, "returncode": None, "seconds": 0.0, "solved": None, "history": [],
                     "note": "being trained by another process"}
-        return finished(key, log_dir) or train(task, variant, unroll, seed, steps, out, extra)
+        return finished(key, log_dir) or train(key, name, log_dir, out)
 
 
 @contextmanager
@@ -103,11 +102,10 @@ def claimed(log_dir: Path) -> Iterator[bool]:
             yield True
 
 
-def train(task: str, variant: str, unroll: int, seed: int, steps: int, out: Path, extra: list[str]) -> dict:
-    """Train the run (from scratch, from its checkpoint if it was interrupted, or on from a smaller budget)."""
-    name = config_name(variant, unroll)
-    log_dir = out / task / name / f"seed{seed}"
-    key = run_key(task, variant, unroll, seed, steps, extra)
+def train(key: dict, name: str, log_dir: Path, out: Path) -> dict:
+    """Train the run `key` (from scratch, from its checkpoint if it was interrupted, or on from a smaller
+    budget) with the config `name`, logged in `log_dir`."""
+    task, variant, seed, steps, extra = key["task"], key["variant"], key["seed"], key["steps"], key["extra"]
     done = log_dir / "done.json"
     result = json.loads(done.read_text()) if done.is_file() else None  # a finished run with another budget
     if result and result.get("steps", 0) > steps:
@@ -140,6 +138,13 @@ def train(task: str, variant: str, unroll: int, seed: int, steps: int, out: Path
     print(f"{task:12s} {name:9s} seed {seed}: N = {result['solved']} ({result['seconds']:.0f} s, rc {rc})",
           flush=True)
     return result
+
+
+def as_json(summary: dict) -> str:
+    """The grid's summary as JSON, one run per line (a whole grid's curves stay compact and diffable)."""
+    head = json.dumps({k: v for k, v in summary.items() if k != "runs"}, indent=1)[:-2]
+    runs = ",\n".join(json.dumps(r, separators=(",", ":")) for r in summary["runs"])
+    return f'{head},\n "runs": [\n{runs}\n]}}\n'
 
 
 def run_key(task: str, variant: str, unroll: int, seed: int, steps: int, extra: list[str]) -> dict:
@@ -326,7 +331,7 @@ def main(argv: list[str] | None = None) -> dict:
                "machine": f"{platform.machine()}, {os.cpu_count()} cores, {platform.system()}",
                "command": " ".join(["python", "scripts/copy_table.py", *(argv if argv is not None else sys.argv[1:])]),
                "runs": results}
-    (out / "results.json").write_text(json.dumps(summary, indent=1))
+    (out / "results.json").write_text(as_json(summary))
     md = table(results, a.tasks, a.unrolls, a.variants)
     (out / "table.md").write_text(md)
     plots(results, out, a.tasks, a.unrolls, a.variants)
