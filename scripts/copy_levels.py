@@ -20,18 +20,22 @@ import statistics
 from collections import defaultdict
 from pathlib import Path
 
-METHODS = {"bptt": "BPTT", "dni": "DNI", "dni-aux": "DNI + Aux", "dni-n2": "DNI, 2-step targets",
+METHODS = {"bptt": "BPTT", "bptt-whole": "BPTT, whole episodes", "dni": "DNI", "dni-aux": "DNI + Aux",
+           "dni-n2": "DNI, 2-step targets",
            "dni-n4": "DNI, 4-step targets", "dni-n8": "DNI, 8-step targets",
            "dni-pooled": "DNI, the batch's mean injected",
            "dni-n8-pending": "DNI, 8-step targets learned while pending"}
 
 
-def first_solved(history: list[dict]) -> dict[int, int]:
-    """N -> the first optimiser step at which the largest N solved reached it."""
+def first_solved(history: list[dict] | dict[str, list]) -> dict[int, int]:
+    """N -> the first optimiser step at which the largest N solved reached it (the history as rows, or as
+    the columns of scripts/copy_table.py's results.json)."""
+    steps, solved = (history["step"], history["solved"]) if isinstance(history, dict) else \
+        ([h["step"] for h in history], [h["solved"] for h in history])
     first: dict[int, int] = {}
-    for h in history:
-        for n in range(1, h["solved"] + 1):
-            first.setdefault(n, h["step"])
+    for step, top in zip(steps, solved):
+        for n in range(1, top + 1):
+            first.setdefault(n, step)
     return first
 
 
@@ -50,7 +54,8 @@ def cell(per_seed: list[dict[int, int]], n: int) -> str:
         return ""
     if len(solved) < len(per_seed):
         return f"({len(solved)}/{len(per_seed)})"
-    return f"{statistics.median(solved) / 1000:.3g}k"
+    chars = statistics.median(solved)
+    return f"{chars / 1e6:.3g}M" if chars >= 1e6 else f"{chars / 1000:.3g}k"
 
 
 def table(runs: list[dict]) -> str:

@@ -20,9 +20,10 @@ finished (the script killed, the machine gone) resumes from its `latest.ckpt` wh
 again, so a grid larger than one sitting is made by running the same command until it is done. Grid
 commands may share runs: a run that another process is training (its `running.lock` held) is left to
 it and reported without a result, so several commands can split a grid between cores. Writes
-OUT/results.json, OUT/table.md (per row the median N over seeds, the task length 2N + 1 and
-each seed's N, beside the paper's), one PNG of N against steps per run
-(OUT/plots/) and one per task with every run and its validation error (OUT/<task>.png).
+OUT/results.json (every run with its validation history as columns), OUT/table.md (per row the
+median N over seeds, the task length 2N + 1 and each seed's N, beside the paper's), one PNG of N
+against steps per run (OUT/plots/) and one per task with every run and its validation error
+(OUT/<task>.png).
 """
 
 from __future__ import annotations
@@ -140,10 +141,18 @@ def train(key: dict, name: str, log_dir: Path, out: Path) -> dict:
     return result
 
 
+def columns(history: list[dict]) -> dict[str, list]:
+    """A run's validation history as columns (step, level, bits_error, solved), the errors to 4 decimals."""
+    keys = ("step", "level", "bits_error", "solved")
+    return {k: [round(h[k], 4) if k == "bits_error" else h[k] for h in history] for k in keys}
+
+
 def as_json(summary: dict) -> str:
-    """The grid's summary as JSON, one run per line (a whole grid's curves stay compact and diffable)."""
+    """The grid's summary as JSON, one run per line, its history as columns (a whole grid's curves stay
+    compact and diffable)."""
     head = json.dumps({k: v for k, v in summary.items() if k != "runs"}, indent=1)[:-2]
-    runs = ",\n".join(json.dumps(r, separators=(",", ":")) for r in summary["runs"])
+    runs = ",\n".join(json.dumps({**r, "history": columns(r["history"])}, separators=(",", ":"))
+                       for r in summary["runs"])
     return f'{head},\n "runs": [\n{runs}\n]}}\n'
 
 

@@ -25,7 +25,8 @@ def test_table_script_trains_the_configs_writes_table_and_plots_and_reuses_runs(
     summary = json.loads((out / "results.json").read_text())
     assert [(r["variant"], r["steps"], r["returncode"]) for r in summary["runs"]] == [("bptt", 60, 0), ("dni", 60, 0)]
     for r in summary["runs"]:
-        assert r["history"] and r["history"][-1]["step"] <= 60 and r["solved"] >= 0
+        assert set(r["history"]) == {"step", "level", "bits_error", "solved"}  # the history as columns
+        assert r["history"]["step"] and r["history"]["step"][-1] <= 60 and r["solved"] >= 0
     run_dir = out / "repeat-copy/dni3/seed1"
     assert (run_dir / "curriculum.json").is_file()
     events = EventAccumulator(str(run_dir))
@@ -33,7 +34,7 @@ def test_table_script_trains_the_configs_writes_table_and_plots_and_reuses_runs(
     assert {"curriculum/level", "curriculum/solved", "val/bits_error", "sg/loss"} <= set(events.Tags()["scalars"])
     # one x axis, the optimiser step: the curriculum where validation and the history put it (3 steps a batch)
     levels = [e.step for e in events.Scalars("curriculum/level")]
-    assert levels == [e.step for e in events.Scalars("val/bits_error")] == [h["step"] for h in summary["runs"][1]["history"]]
+    assert levels == [e.step for e in events.Scalars("val/bits_error")] == summary["runs"][1]["history"]["step"]
     assert (out / "repeat-copy.png").stat().st_size > 0 and len(list((out / "plots").glob("*.png"))) == 2
     again = run_python(args, ROOT)
     assert again.returncode == 0 and all(r["reused"] for r in json.loads((out / "results.json").read_text())["runs"])
@@ -49,8 +50,8 @@ def test_table_script_trains_the_configs_writes_table_and_plots_and_reuses_runs(
     runs = json.loads((out / "results.json").read_text())["runs"]
     for before, after in zip(summary["runs"], runs):
         assert after["steps"] == 90 and after["continued_from"] == [60] and "--ckpt_path=" in after["command"]
-        assert after["history"][:len(before["history"])] == before["history"]
-        assert before["history"][-1]["step"] < after["history"][-1]["step"] <= 90
+        assert all(after["history"][k][:len(v)] == v for k, v in before["history"].items())
+        assert before["history"]["step"][-1] < after["history"]["step"][-1] <= 90
     # a run stopped before it finished resumes from its checkpoint instead of starting over: here a 120-step
     # run killed after its checkpoint at step 90, which leaves started.json and latest.ckpt but no done.json
     started = json.loads((run_dir / "started.json").read_text())
@@ -60,7 +61,8 @@ def test_table_script_trains_the_configs_writes_table_and_plots_and_reuses_runs(
     assert resumed.returncode == 0, resumed.stdout[-2000:] + resumed.stderr[-3000:]
     dni = json.loads((out / "results.json").read_text())["runs"][1]
     assert dni["interruptions"] == 1 and dni["continued_from"] == [60] and "--ckpt_path=" in dni["command"]
-    assert dni["history"][: len(runs[1]["history"])] == runs[1]["history"] and dni["history"][-1]["step"] > 90
+    assert all(dni["history"][k][: len(v)] == v for k, v in runs[1]["history"].items())
+    assert dni["history"]["step"][-1] > 90
     assert dni["seconds"] > runs[1]["seconds"]
 
 
