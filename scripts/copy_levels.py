@@ -30,10 +30,10 @@ METHODS = {"bptt": "BPTT", "bptt-whole": "BPTT, whole episodes", "dni": "DNI", "
 def first_solved(history: list[dict] | dict[str, list]) -> dict[int, int]:
     """N -> the first optimiser step at which the largest N solved reached it (the history as rows, or as
     the columns of scripts/copy_table.py's results.json)."""
-    steps, solved = (history["step"], history["solved"]) if isinstance(history, dict) else \
-        ([h["step"] for h in history], [h["solved"] for h in history])
+    if isinstance(history, list):  # rows, as the older records keep it
+        history = {k: [h[k] for h in history] for k in ("step", "solved")}
     first: dict[int, int] = {}
-    for step, top in zip(steps, solved):
+    for step, top in zip(history["step"], history["solved"]):
         for n in range(1, top + 1):
             first.setdefault(n, step)
     return first

@@ -27,8 +27,8 @@ def run(method, unroll, seed, solved_at):
 def test_levels_are_characters_per_stream_at_the_first_solve_and_need_every_seed(tmp_path):
     runs = [run("dni", 2, 1, [100, 300]), run("dni", 2, 2, [200, 500, 600]), run("dni", 2, 3, [100, 400]),
             run("bptt", 60, 1, [100, 200, 300])]
-    rows_ = runs[2]["history"]  # seed 3 as scripts/copy_table.py writes it: the history as columns
-    runs[2] = {**runs[2], "history": {k: [h[k] for h in rows_] for k in rows_[0]}}
+    as_rows = runs[2]["history"]  # seed 3 as scripts/copy_table.py writes it: the history as columns
+    runs[2] = {**runs[2], "history": {k: [h[k] for h in as_rows] for k in as_rows[0]}}
     path = tmp_path / "results.json"
     path.write_text(json.dumps({"runs": runs}))
     md = load_script().main([str(path), "--out", str(tmp_path / "levels.md")])
