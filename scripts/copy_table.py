@@ -8,7 +8,8 @@ M that also reads the targets its target covers (`configs/copy/cdni{2,3}-n8-pend
 each task also gets the upper-bound row under the same step budget: BPTT over the whole 60-step window,
 each training window holding whole episodes so that no gradient within an episode is cut
 (`configs/<task>/bptt60-whole.yaml`); `--upper-variant bptt` runs BPTT-60 on windows that cut
-episodes anywhere instead (`bptt60.yaml`).
+episodes anywhere instead (`bptt60.yaml`); `--upper-window 120` runs the upper bound on 120-step windows
+of whole episodes (`bptt120-whole.yaml`), which hold several episodes where a 60-step one holds one.
 
 Each run is `python -m seqdni.train --config configs/<task>/<name>.yaml --trainer.max_steps S
 --seed_everything k`, logged under OUT/<task>/<name>/seed<k>. A run that finished with the same
@@ -45,7 +46,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 TASKS = ("copy", "repeat-copy")
 UNROLLS = (2, 3, 4, 5)
-UPPER = 60  # the upper bound: BPTT whose unroll is the whole training window
+UPPER = 60  # the upper bound: BPTT whose unroll is the whole training window, 60 steps unless --upper-window
+UPPER_WINDOWS = (60, 120)
 UPPER_ROWS = {"bptt-whole": "BPTT over the whole window of whole episodes: the upper bound",
               "bptt": "BPTT over the whole window, episodes cut by windows"}
 VARIANTS = {"bptt": "BPTT", "dni": "DNI", "dni-aux": "DNI + Aux", "dni-n4": "DNI, 4-step targets",
@@ -232,9 +234,10 @@ def table(results: list[dict], tasks, unrolls, variants) -> str:
                                for v in variants)
             lines.append(f"| {task} | {t} | {ours} | {paper} |")
         for v, what in UPPER_ROWS.items():
-            if any((r["task"], r["variant"], r["unroll"]) == (task, v, UPPER) for r in results):
-                lines.append(f"| {task} | {UPPER} ({what}) | "
-                             f"{cell(seeds_solved(results, task, v, UPPER), task)} |{' |' * len(variants)}")
+            for w in UPPER_WINDOWS:
+                if any((r["task"], r["variant"], r["unroll"]) == (task, v, w) for r in results):
+                    lines.append(f"| {task} | {w} ({what}) | "
+                                 f"{cell(seeds_solved(results, task, v, w), task)} |{' |' * len(variants)}")
     return "\n".join(lines) + "\n"
 
 
@@ -305,6 +308,8 @@ def main(argv: list[str] | None = None) -> dict:
                    help=f"also each task's upper bound: BPTT over the whole window (bptt{UPPER}-whole.yaml)")
     p.add_argument("--upper-variant", choices=list(UPPER_ROWS), default="bptt-whole",
                    help="the upper bound's windows: bptt-whole (whole episodes only) or bptt (cut anywhere)")
+    p.add_argument("--upper-window", type=int, choices=UPPER_WINDOWS, default=UPPER,
+                   help="the upper bound's window and unroll: 60 (bptt60-whole.yaml) or 120 (bptt120-whole.yaml)")
     p.add_argument("--upper-seeds", type=int, help="seeds 1..K of the upper bound (default: --seeds)")
     p.add_argument("--report", action="store_true",
                    help="train nothing: tabulate the runs of the grid that finished with this budget, list the others")
@@ -315,7 +320,7 @@ def main(argv: list[str] | None = None) -> dict:
         p.error("--steps, --seeds and --jobs must be positive")
     grid = [(task, v, t, s) for task in a.tasks for t in a.unrolls for v in a.variants for s in range(1, a.seeds + 1)]
     if a.upper:
-        grid += [(task, a.upper_variant, UPPER, s) for task in a.tasks
+        grid += [(task, a.upper_variant, a.upper_window, s) for task in a.tasks
                  for s in range(1, (a.upper_seeds or a.seeds) + 1)]
     missing = sorted({f"configs/{task}/{config_name(v, t)}.yaml" for task, v, t, _ in grid
                       if not (ROOT / "configs" / task / f"{config_name(v, t)}.yaml").is_file()})

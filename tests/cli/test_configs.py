@@ -21,7 +21,7 @@ EXPECTED = [
     CONFIG_DIR / "smoke.yaml",
     *(CONFIG_DIR / task / f"{variant}{t}{aux}.yaml" for task in ("copy", "repeat-copy") for t in (2, 3, 4, 5)
       for variant, aux in (("bptt", ""), ("dni", ""), ("dni", "-aux"))),
-    *(CONFIG_DIR / task / f"bptt60{whole}.yaml" for task in ("copy", "repeat-copy") for whole in ("", "-whole")),
+    *(CONFIG_DIR / task / f"bptt{w}.yaml" for task in ("copy", "repeat-copy") for w in ("60", "60-whole", "120-whole")),
     *(CONFIG_DIR / "two-timescale" / f"{regime}.yaml" for regime in ("bptt", "cut", "dni")),
     # scripts/ff_table.py
     *(CONFIG_DIR / "ff" / f"{task}-{variant}.yaml" for task in ("digits", "addition", "mnist")

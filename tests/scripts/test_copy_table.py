@@ -114,10 +114,23 @@ def test_the_upper_bound_runs_on_whole_episode_windows_and_each_upper_variant_ge
     run = {"task": "copy", "unroll": 60, "steps": 10, "returncode": 0}
     results = [{**run, "variant": "bptt-whole", "seed": 1, "solved": 16},
                {**run, "variant": "bptt-whole", "seed": 2, "solved": 18},
-               {**run, "variant": "bptt", "seed": 1, "solved": 15}]
+               {**run, "variant": "bptt", "seed": 1, "solved": 15},
+               {**run, "unroll": 120, "variant": "bptt-whole", "seed": 1, "solved": 19}]
     rows = table_script.table(results, ["copy"], [2], ["bptt", "dni"]).splitlines()
     assert "| copy | 60 (BPTT over the whole window of whole episodes: the upper bound) | **17** [35] (16 / 18) | | |" in rows
     assert "| copy | 60 (BPTT over the whole window, episodes cut by windows) | **15** [31] (15) | | |" in rows
+    assert "| copy | 120 (BPTT over the whole window of whole episodes: the upper bound) | **19** [39] (19) | | |" in rows
+
+
+def test_the_upper_window_picks_the_upper_bounds_config(tmp_path):
+    """--upper-window 120 runs bptt120-whole.yaml (a 120-step window and unroll); a window without a shipped
+    config for the chosen variant is refused before any run."""
+    res = run_python(["scripts/copy_table.py", "--steps", "10", "--tasks", "copy", "--unrolls", "2", "--upper",
+                      "--upper-window", "120", "--report", "--out", str(tmp_path / "grid")], ROOT)
+    assert res.returncode == 0 and "not finished: copy bptt120-whole seed 1" in res.stderr
+    res = run_python(["scripts/copy_table.py", "--steps", "10", "--tasks", "copy", "--unrolls", "2", "--upper",
+                      "--upper-window", "120", "--upper-variant", "bptt", "--out", str(tmp_path / "grid")], ROOT)
+    assert res.returncode == 2 and "no shipped config for configs/copy/bptt120.yaml" in res.stderr
 
 
 def test_a_run_another_process_is_training_is_left_to_it(tmp_path):
