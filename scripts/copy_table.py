@@ -308,8 +308,8 @@ def main(argv: list[str] | None = None) -> dict:
                    help=f"also each task's upper bound: BPTT over the whole window (bptt{UPPER}-whole.yaml)")
     p.add_argument("--upper-variant", choices=list(UPPER_ROWS), default="bptt-whole",
                    help="the upper bound's windows: bptt-whole (whole episodes only) or bptt (cut anywhere)")
-    p.add_argument("--upper-window", type=int, choices=UPPER_WINDOWS, default=UPPER,
-                   help="the upper bound's window and unroll: 60 (bptt60-whole.yaml) or 120 (bptt120-whole.yaml)")
+    p.add_argument("--upper-window", nargs="+", type=int, choices=UPPER_WINDOWS, default=[UPPER],
+                   help="the upper bound's windows and unrolls: 60 (bptt60-whole.yaml), 120 (bptt120-whole.yaml) or both")
     p.add_argument("--upper-seeds", type=int, help="seeds 1..K of the upper bound (default: --seeds)")
     p.add_argument("--report", action="store_true",
                    help="train nothing: tabulate the runs of the grid that finished with this budget, list the others")
@@ -320,7 +320,7 @@ def main(argv: list[str] | None = None) -> dict:
         p.error("--steps, --seeds and --jobs must be positive")
     grid = [(task, v, t, s) for task in a.tasks for t in a.unrolls for v in a.variants for s in range(1, a.seeds + 1)]
     if a.upper:
-        grid += [(task, a.upper_variant, a.upper_window, s) for task in a.tasks
+        grid += [(task, a.upper_variant, w, s) for task in a.tasks for w in a.upper_window
                  for s in range(1, (a.upper_seeds or a.seeds) + 1)]
     missing = sorted({f"configs/{task}/{config_name(v, t)}.yaml" for task, v, t, _ in grid
                       if not (ROOT / "configs" / task / f"{config_name(v, t)}.yaml").is_file()})
