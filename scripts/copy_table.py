@@ -309,7 +309,7 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--upper-variant", choices=list(UPPER_ROWS), default="bptt-whole",
                    help="the upper bound's windows: bptt-whole (whole episodes only) or bptt (cut anywhere)")
     p.add_argument("--upper-window", nargs="+", type=int, choices=UPPER_WINDOWS, default=[UPPER],
-                   help="the upper bound's windows and unrolls: 60 (bptt60-whole.yaml), 120 (bptt120-whole.yaml) or both")
+                   help="the upper bound's windows (and unrolls): 60 (bptt60-whole.yaml), 120 (bptt120-whole.yaml)")
     p.add_argument("--upper-seeds", type=int, help="seeds 1..K of the upper bound (default: --seeds)")
     p.add_argument("--report", action="store_true",
                    help="train nothing: tabulate the runs of the grid that finished with this budget, list the others")
