@@ -5,11 +5,11 @@
 `--variants dni-n4` adds DNI with 4-step targets learned once, when complete, and α = 0.3
 (`configs/<task>/dni{2,3}-n4.yaml`); `cdni-n8-pending` DNI's 8-step pending targets with a conditional
 M that also reads the targets its target covers (`configs/copy/cdni{2,3}-n8-pending.yaml`). With --upper,
-each task also gets the upper-bound row under the same step budget: BPTT over the whole 60-step window,
+each task also gets the upper-bound row under the same step budget: BPTT over the whole 120-step window,
 each training window holding whole episodes so that no gradient within an episode is cut
-(`configs/<task>/bptt60-whole.yaml`); `--upper-variant bptt` runs BPTT-60 on windows that cut
-episodes anywhere instead (`bptt60.yaml`); `--upper-window 120` runs the upper bound on 120-step windows
-of whole episodes (`bptt120-whole.yaml`), which hold several episodes where a 60-step one holds one.
+(`configs/<task>/bptt120-whole.yaml`); `--upper-window 60` runs it on 60-step windows instead
+(`bptt60-whole.yaml`, which hold one Copy episode from N = 15; `--upper-window 60 120`: both), and
+`--upper-variant bptt --upper-window 60` BPTT-60 on windows that cut episodes anywhere (`bptt60.yaml`).
 
 Each run is `python -m seqdni.train --config configs/<task>/<name>.yaml --trainer.max_steps S
 --seed_everything k`, logged under OUT/<task>/<name>/seed<k>. A run that finished with the same
@@ -46,7 +46,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 TASKS = ("copy", "repeat-copy")
 UNROLLS = (2, 3, 4, 5)
-UPPER = 60  # the upper bound: BPTT whose unroll is the whole training window, 60 steps unless --upper-window
+UPPER = 120  # the upper bound: BPTT whose unroll is the whole training window, 120 steps unless --upper-window
 UPPER_WINDOWS = (60, 120)
 UPPER_ROWS = {"bptt-whole": "BPTT over the whole window of whole episodes: the upper bound",
               "bptt": "BPTT over the whole window, episodes cut by windows"}

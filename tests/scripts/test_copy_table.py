@@ -110,7 +110,7 @@ def test_the_upper_bound_runs_on_whole_episode_windows_and_each_upper_variant_ge
     spec = importlib.util.spec_from_file_location("copy_table", ROOT / "scripts/copy_table.py")
     table_script = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(table_script)
-    assert table_script.config_name("bptt-whole", table_script.UPPER) == "bptt60-whole"
+    assert table_script.config_name("bptt-whole", table_script.UPPER) == "bptt120-whole"
     run = {"task": "copy", "unroll": 60, "steps": 10, "returncode": 0}
     results = [{**run, "variant": "bptt-whole", "seed": 1, "solved": 16},
                {**run, "variant": "bptt-whole", "seed": 2, "solved": 18},
@@ -123,11 +123,16 @@ def test_the_upper_bound_runs_on_whole_episode_windows_and_each_upper_variant_ge
 
 
 def test_the_upper_window_picks_the_upper_bounds_config(tmp_path):
-    """--upper-window 120 runs bptt120-whole.yaml (a 120-step window and unroll); a window without a shipped
-    config for the chosen variant is refused before any run."""
+    """The upper bound runs bptt120-whole.yaml (a 120-step window and unroll), with --upper-window 60 120 also
+    bptt60-whole.yaml; a window without a shipped config for the chosen variant is refused before any run."""
     res = run_python(["scripts/copy_table.py", "--steps", "10", "--tasks", "copy", "--unrolls", "2", "--upper",
-                      "--upper-window", "120", "--report", "--out", str(tmp_path / "grid")], ROOT)
+                      "--report", "--out", str(tmp_path / "grid")], ROOT)
     assert res.returncode == 0 and "not finished: copy bptt120-whole seed 1" in res.stderr
+    assert "bptt60-whole" not in res.stderr
+    res = run_python(["scripts/copy_table.py", "--steps", "10", "--tasks", "copy", "--unrolls", "2", "--upper",
+                      "--upper-window", "60", "120", "--report", "--out", str(tmp_path / "grid")], ROOT)
+    assert res.returncode == 0 and "not finished: copy bptt60-whole seed 1" in res.stderr
+    assert "not finished: copy bptt120-whole seed 1" in res.stderr
     res = run_python(["scripts/copy_table.py", "--steps", "10", "--tasks", "copy", "--unrolls", "2", "--upper",
                       "--upper-window", "120", "--upper-variant", "bptt", "--out", str(tmp_path / "grid")], ROOT)
     assert res.returncode == 2 and "no shipped config for configs/copy/bptt120.yaml" in res.stderr
