@@ -44,7 +44,7 @@ class CopyDataModule(L.LightningDataModule):
         whole_episodes: Each training row's window holds whole episodes only: it ends after the
             last episode that ends inside it, padded with blank unscored steps, and the episode
             that would be cut starts the next window. BPTT over the window then sees every
-            episode whole (the grid's upper bound, `bptt60-whole.yaml`); an episode longer than
+            episode whole (the grid's upper bound, `bptt120-whole.yaml`); an episode longer than
             the window is still cut. False: windows cut episodes anywhere.
     """
 
