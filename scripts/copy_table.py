@@ -18,7 +18,9 @@ continued from its `latest.ckpt` to the new one when its learning rate is consta
 shipped configs (`--ckpt_path`: the same run, so the curve up to the old budget is kept; a resume
 with settings that differ from the checkpoint's is refused by `seqdni.train`). A run stopped before it
 finished (the script killed, the machine gone) resumes from its `latest.ckpt` when the script is run
-again, so a grid larger than one sitting is made by running the same command until it is done. Grid
+again, so a grid larger than one sitting is made by running the same command until it is done; on a fresh
+checkout, `--records docs/copy/grid/results.json` counts the runs that summary holds as finished, so the
+command goes on from the committed grid instead of training it again. Grid
 commands may share runs: a run that another process is training (its `running.lock` held) is left to
 it and reported without a result, so several commands can split a grid between cores. Writes
 OUT/results.json (every run with its validation history as columns), OUT/table.md (per row the
@@ -168,6 +170,26 @@ def finished(key: dict, log_dir: Path) -> dict | None:
     return {**result, "reused": True} if result and all(result.get(k) == v for k, v in key.items()) else None
 
 
+def adopt(records: Path, grid: list[tuple], steps: int, extra: list[str], out: Path) -> int:
+    """Count the runs of a summary this script wrote (`records`) as finished in `out`: each run of the grid
+    that it holds with the same settings and budget, and `out` has not finished, gets its `done.json`.
+    Returns how many it adopted."""
+    runs = {tuple(r[k] for k in ("task", "variant", "unroll", "seed")): r
+            for r in json.loads(records.read_text())["runs"] if r.get("returncode") == 0}
+    adopted = 0
+    for g in grid:
+        key, log_dir = run_key(*g, steps, extra), out / g[0] / config_name(g[1], g[2]) / f"seed{g[3]}"
+        record = runs.get(g)
+        if record is None or any(record.get(k) != v for k, v in key.items()) or finished(key, log_dir):
+            continue
+        rows = [dict(zip(record["history"], row)) for row in zip(*record["history"].values())]
+        log_dir.mkdir(parents=True, exist_ok=True)
+        done = {k: v for k, v in record.items() if k != "reused"}
+        (log_dir / "done.json").write_text(json.dumps({**done, "history": rows}))
+        adopted += 1
+    return adopted
+
+
 def continuation(finished: dict, key: dict, log_dir: Path) -> dict | None:
     """The finished run to continue: one that differs from `key` only in a smaller step budget and
     left its checkpoint (else None)."""
@@ -311,6 +333,9 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--upper-seeds", type=int, help="seeds 1..K of the upper bound (default: --seeds)")
     p.add_argument("--report", action="store_true",
                    help="train nothing: tabulate the runs of the grid that finished with this budget, list the others")
+    p.add_argument("--records", type=Path,
+                   help="a results.json this script wrote: its runs count as finished (a fresh checkout goes on "
+                        "from the committed grid)")
     p.add_argument("--extra", nargs=argparse.REMAINDER, default=[],
                    help="further arguments for every run, e.g. --extra --model.hidden_size=128")
     a = p.parse_args(argv)
@@ -326,6 +351,14 @@ def main(argv: list[str] | None = None) -> dict:
         p.error(f"no shipped config for {', '.join(missing)}: choose --tasks, --unrolls and --variants that have one")
     out = a.out.resolve()
     out.mkdir(parents=True, exist_ok=True)
+    if a.records:
+        if not a.records.is_file():
+            p.error(f"--records {a.records}: no such file; give a results.json written by this script")
+        try:
+            adopted = adopt(a.records, grid, a.steps, a.extra, out)
+        except (ValueError, KeyError, TypeError) as e:
+            p.error(f"--records {a.records} is not a results.json written by this script ({e!r}): give one that is")
+        print(f"{adopted} finished runs taken from {a.records}", flush=True)
     start = time.time()
     if a.report:  # train nothing: the finished runs, and which are not
         found = [finished(run_key(*g, a.steps, a.extra), out / g[0] / config_name(g[1], g[2]) / f"seed{g[3]}")

@@ -152,3 +152,26 @@ def test_a_run_another_process_is_training_is_left_to_it(tmp_path):
     assert not (log_dir / "stdout.txt").exists() and not (log_dir / "started.json").exists()
     summary = json.loads((tmp_path / "grid" / "results.json").read_text())
     assert summary["finished"] == "0 of 1 runs" and summary["runs"][0]["returncode"] is None
+
+
+def test_records_of_a_committed_grid_count_as_finished_runs(tmp_path):
+    """--records: a results.json's runs with the grid's settings and budget are finished runs in a fresh --out
+    (reported, not retrained, history kept); a run of another budget is not; a file that is not one is refused."""
+    history = {"step": [300, 600], "level": [1, 2], "bits_error": [0.0, 0.1], "solved": [1, 2]}
+    run = {"task": "copy", "variant": "bptt", "unroll": 3, "steps": 10, "extra": [], "method": "bptt",
+           "returncode": 0, "seconds": 5.0, "history": history, "command": "-m seqdni.train ...", "reused": True}
+    records = tmp_path / "records.json"
+    records.write_text(json.dumps({"runs": [{**run, "seed": 1, "solved": 2}, {**run, "seed": 2, "steps": 20, "solved": 9}]}))
+    args = ["scripts/copy_table.py", "--steps", "10", "--seeds", "2", "--tasks", "copy", "--unrolls", "3",
+            "--variants", "bptt", "--report", "--out", str(tmp_path / "grid"), "--records", str(records)]
+    res = run_python(args, ROOT)
+    assert res.returncode == 0, res.stderr
+    assert "1 finished runs taken from" in res.stdout and "not finished: copy bptt3 seed 2" in res.stderr
+    summary = json.loads((tmp_path / "grid" / "results.json").read_text())
+    assert summary["finished"] == "1 of 2 runs"
+    assert summary["runs"][0]["history"] == history and summary["runs"][0]["solved"] == 2
+    assert "| copy | 3 | **2** [5] (2) |" in (tmp_path / "grid" / "table.md").read_text()
+    records.write_text("not json")
+    bad = run_python(args, ROOT)
+    assert bad.returncode == 2 and "is not a results.json written by this script" in bad.stderr
+    assert "Traceback" not in bad.stderr
