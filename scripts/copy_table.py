@@ -67,6 +67,11 @@ def config_name(variant: str, unroll: int) -> str:
     return f"{method}{unroll}-{suffix}" if suffix else f"{method}{unroll}"
 
 
+def run_dir(out: Path, task: str, variant: str, unroll: int, seed: int) -> Path:
+    """Where a run of the grid logs: OUT/<task>/<config name>/seed<k>."""
+    return out / task / config_name(variant, unroll) / f"seed{seed}"
+
+
 def train_command(task: str, name: str, seed: int, steps: int, out: Path, extra: list[str]) -> list[str]:
     config = ROOT / "configs" / task / f"{name}.yaml"
     return [sys.executable, "-m", "seqdni.train", "--config", str(config), f"--trainer.max_steps={steps}",
@@ -78,8 +83,7 @@ def train_command(task: str, name: str, seed: int, steps: int, out: Path, extra:
 def run_one(task: str, variant: str, unroll: int, seed: int, steps: int, out: Path, extra: list[str]) -> dict:
     """The run's record: reused if it finished with these settings, else trained (resumed, continued) now,
     unless another process is training it (`claimed`): then a record without a result."""
-    name = config_name(variant, unroll)
-    log_dir = out / task / name / f"seed{seed}"
+    name, log_dir = config_name(variant, unroll), run_dir(out, task, variant, unroll, seed)
     key = run_key(task, variant, unroll, seed, steps, extra)
     if (record := finished(key, log_dir)) is not None:
         return record
@@ -178,7 +182,7 @@ def adopt(records: Path, grid: list[tuple], steps: int, extra: list[str], out: P
             for r in json.loads(records.read_text())["runs"] if r.get("returncode") == 0}
     adopted = 0
     for g in grid:
-        key, log_dir = run_key(*g, steps, extra), out / g[0] / config_name(g[1], g[2]) / f"seed{g[3]}"
+        key, log_dir = run_key(*g, steps, extra), run_dir(out, *g)
         record = runs.get(g)
         if record is None or any(record.get(k) != v for k, v in key.items()) or finished(key, log_dir):
             continue
@@ -361,8 +365,7 @@ def main(argv: list[str] | None = None) -> dict:
         print(f"{adopted} finished runs taken from {a.records}", flush=True)
     start = time.time()
     if a.report:  # train nothing: the finished runs, and which are not
-        found = [finished(run_key(*g, a.steps, a.extra), out / g[0] / config_name(g[1], g[2]) / f"seed{g[3]}")
-                 for g in grid]
+        found = [finished(run_key(*g, a.steps, a.extra), run_dir(out, *g)) for g in grid]
         results = [r for r in found if r is not None]
         for (task, v, t, seed), r in zip(grid, found):
             if r is None:
