@@ -19,7 +19,7 @@ shipped configs (`--ckpt_path`: the same run, so the curve up to the old budget 
 with settings that differ from the checkpoint's is refused by `seqdni.train`). A run stopped before it
 finished (the script killed, the machine gone) resumes from its `latest.ckpt` when the script is run
 again, so a grid larger than one sitting is made by running the same command until it is done; on a fresh
-checkout, `--records docs/copy/grid/results.json` counts the runs that summary holds as finished, so the
+checkout, `--records docs/copy/results.json` counts the runs that summary holds as finished, so the
 command goes on from the committed grid instead of training it again. Grid
 commands may share runs: a run that another process is training (its `running.lock` held) is left to
 it and reported without a result, so several commands can split a grid between cores. Writes
