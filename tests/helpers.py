@@ -4,10 +4,12 @@ Lightning trainer, small systems, and running the command lines. Fixtures are in
 from __future__ import annotations
 
 import copy
+import importlib.util
 import os
 import subprocess
 import sys
 from pathlib import Path
+from types import ModuleType
 
 import lightning as L
 import torch
@@ -214,6 +216,14 @@ def run_python(args: list[str], cwd: Path, **env: str) -> subprocess.CompletedPr
     """`python ARGS` in a fresh process that imports this checkout, one thread."""
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", **env}
     return subprocess.run([sys.executable, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
+
+
+def load_script(name: str) -> ModuleType:
+    """`scripts/NAME.py` imported as a module, so a test can call its functions."""
+    spec = importlib.util.spec_from_file_location(name, ROOT / "scripts" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def run_cli(module: str, args: list[str], cwd: Path) -> subprocess.CompletedProcess:

@@ -2,21 +2,18 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import logging
 
 import pytest
-from helpers import ROOT
+from helpers import ROOT, load_script
 
 pytestmark = pytest.mark.slow
 
 
 def test_the_benchmark_times_every_variant_and_writes_the_ratios(tmp_path, monkeypatch):
     monkeypatch.chdir(ROOT)  # the script names the shipped configs as configs/copy/...
-    spec = importlib.util.spec_from_file_location("bench_copy", ROOT / "scripts/bench_copy_throughput.py")
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
+    script = load_script("bench_copy_throughput")
     out = tmp_path / "bench.json"
     lightning_log = logging.getLogger("lightning.pytorch")
     level = lightning_log.level

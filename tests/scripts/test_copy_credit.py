@@ -2,22 +2,13 @@
 
 from __future__ import annotations
 
-import importlib.util
-
 import lightning as L
 import torch
-from helpers import ROOT
+from helpers import load_script
 
 from seqdni.data import CopyDataModule
 from seqdni.engines import DNIOptions
 from seqdni.training import SeqModel
-
-
-def load_script():
-    spec = importlib.util.spec_from_file_location("copy_credit", ROOT / "scripts/copy_credit.py")
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
-    return script
 
 
 def small_copy_model() -> SeqModel:
@@ -31,7 +22,7 @@ def small_copy_model() -> SeqModel:
 
 
 def test_the_dropped_gradient_and_the_unroll_gradient_add_up_to_bptt_through_the_boundary():
-    script, lm = load_script(), small_copy_model()
+    script, lm = load_script("copy_credit"), small_copy_model()
     net, T, K = lm.net, 2, 6
     (x, y), level = script.streams(lm, {"CopyDataModule": {"level": 4}}, rows=4, span=10 + (K + 1) * T, seed=5)
     assert level == 4
@@ -64,7 +55,7 @@ def test_the_dropped_gradient_and_the_unroll_gradient_add_up_to_bptt_through_the
 
 
 def test_the_summary_scores_an_injection_that_equals_the_dropped_gradient_as_aligned():
-    script = load_script()
+    script = load_script("copy_credit")
     torch.manual_seed(0)
     per = []
     for _ in range(20):

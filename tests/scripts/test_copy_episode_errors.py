@@ -2,20 +2,11 @@
 
 from __future__ import annotations
 
-import importlib.util
-
 import torch
-from helpers import ROOT
+from helpers import load_script
 
 from seqdni.data import CopyDataModule
 from seqdni.data.episodes import FixedEpisodes
-
-
-def load_script():
-    spec = importlib.util.spec_from_file_location("copy_episode_errors", ROOT / "scripts/copy_episode_errors.py")
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
-    return script
 
 
 class Oracle:
@@ -48,7 +39,7 @@ class Oracle:
 
 
 def test_output_errors_find_the_failing_output_step_and_episode_errors_count_it_once_per_episode():
-    script = load_script()
+    script = load_script("copy_episode_errors")
     dm = CopyDataModule(level=4)
     x, y = FixedEpisodes(dm._eval_draw, dm.x_dim, 5, 200, 1, seed=3).grid(5, 200)
     net = Oracle(y, bad=3)

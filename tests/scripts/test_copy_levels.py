@@ -2,17 +2,9 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 
-from helpers import ROOT
-
-
-def load_script():
-    spec = importlib.util.spec_from_file_location("copy_levels", ROOT / "scripts/copy_levels.py")
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
-    return script
+from helpers import load_script
 
 
 def run(method, unroll, seed, solved_at):
@@ -31,7 +23,7 @@ def test_levels_are_characters_per_stream_at_the_first_solve_and_need_every_seed
     runs[2] = {**runs[2], "history": {k: [h[k] for h in as_rows] for k in as_rows[0]}}
     path = tmp_path / "results.json"
     path.write_text(json.dumps({"runs": runs}))
-    md = load_script().main([str(path), "--out", str(tmp_path / "levels.md")])
+    md = load_script("copy_levels").main([str(path), "--out", str(tmp_path / "levels.md")])
     assert (tmp_path / "levels.md").read_text() == md
     lines = md.splitlines()
     assert lines[0] == "| task | T | method | seeds | N = 1 | N = 2 | N = 3 |"

@@ -3,23 +3,15 @@ what the records say."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 
-from helpers import ROOT
+from helpers import ROOT, load_script
 
 RECORDS = ROOT / "docs/copy/results.json"
 
 
-def copy_table():
-    spec = importlib.util.spec_from_file_location("copy_table", ROOT / "scripts/copy_table.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_every_record_names_its_run_and_its_shipped_config():
-    script, summary = copy_table(), json.loads(RECORDS.read_text())
+    script, summary = load_script("copy_table"), json.loads(RECORDS.read_text())
     seen = set()
     for r in summary["runs"]:
         assert {"task", "unroll", "method", "seed", "solved", "steps"} <= set(r), r.get("command")
@@ -33,6 +25,6 @@ def test_every_record_names_its_run_and_its_shipped_config():
 
 
 def test_the_committed_table_is_the_table_of_the_records():
-    script, summary = copy_table(), json.loads(RECORDS.read_text())
+    script, summary = load_script("copy_table"), json.loads(RECORDS.read_text())
     table = script.table(summary["runs"], script.TASKS, script.UNROLLS, script.DEFAULT_VARIANTS)
     assert (ROOT / "docs/copy/table.md").read_text() == table

@@ -3,17 +3,8 @@ represent and miss what they cannot."""
 
 from __future__ import annotations
 
-import importlib.util
-
 import torch
-from helpers import ROOT
-
-
-def load_script():
-    spec = importlib.util.spec_from_file_location("copy_sg_ceiling", ROOT / "scripts/copy_sg_ceiling.py")
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
-    return script
+from helpers import load_script
 
 
 def data(kind: str, n: int = 3000, width: int = 32):
@@ -27,7 +18,7 @@ def data(kind: str, n: int = 3000, width: int = 32):
 
 
 def test_reduced_rank_fit_recovers_a_low_rank_map_and_rank_one_cannot():
-    s = load_script()
+    s = load_script("copy_sg_ceiling")
     x, y = data("rank2")
     full = s.scores(s.ridge(x, y, 2400), y[2400:])["explained"]
     two = s.scores(s.ridge(x, y, 2400, rank=2), y[2400:])["explained"]
@@ -37,7 +28,7 @@ def test_reduced_rank_fit_recovers_a_low_rank_map_and_rank_one_cannot():
 
 
 def test_diagonal_fit_recovers_a_diagonal_map_and_misses_a_dense_one():
-    s = load_script()
+    s = load_script("copy_sg_ceiling")
     x, y = data("diagonal")
     assert s.scores(s.ridge(x, y, 2400, diagonal=True), y[2400:])["explained"] > 0.85
     x, y = data("rank2")
@@ -46,7 +37,7 @@ def test_diagonal_fit_recovers_a_diagonal_map_and_misses_a_dense_one():
 
 def test_output_phase_starts_at_the_delimiter_and_ends_at_the_next_episode():
     """A Copy episode with N = 3 from the zero state: read, read, read, delimiter, out, out, out."""
-    s = load_script()
+    s = load_script("copy_sg_ceiling")
     x = torch.zeros(1, 14, 8 + 2)
     for start in (0, 7):
         x[0, start, -1] = 1.0  # episode start
@@ -57,7 +48,7 @@ def test_output_phase_starts_at_the_delimiter_and_ends_at_the_next_episode():
 
 
 def test_episode_vectors_are_the_vectors_read_so_far_by_place_and_place_counts_steps():
-    s = load_script()
+    s = load_script("copy_sg_ceiling")
     x = torch.zeros(1, 14, 8 + 2)
     block = torch.eye(8)[:3]  # three one-hot vectors
     for start in (0, 7):

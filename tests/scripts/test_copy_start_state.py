@@ -2,17 +2,13 @@
 
 from __future__ import annotations
 
-import importlib.util
-
 import torch
-from helpers import ROOT, run_python
+from helpers import ROOT, load_script, run_python
 
 from seqdni.data import CopyDataModule
 from seqdni.nets import build_network
 
-spec = importlib.util.spec_from_file_location("copy_start_state", ROOT / "scripts/copy_start_state.py")
-script = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(script)
+script = load_script("copy_start_state")
 
 
 def streams():

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import fcntl
-import importlib.util
 import json
 
 import pytest
-from helpers import ROOT, run_python
+from helpers import ROOT, load_script, run_python
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 pytestmark = pytest.mark.slow
@@ -107,9 +106,7 @@ def test_a_variant_without_a_shipped_config_is_refused_before_any_run(tmp_path):
 
 
 def test_the_upper_bound_runs_on_whole_episode_windows_and_each_upper_variant_gets_its_row():
-    spec = importlib.util.spec_from_file_location("copy_table", ROOT / "scripts/copy_table.py")
-    table_script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(table_script)
+    table_script = load_script("copy_table")
     assert table_script.config_name("bptt-whole", table_script.UPPER) == "bptt120-whole"
     run = {"task": "copy", "unroll": 60, "steps": 10, "returncode": 0}
     results = [{**run, "variant": "bptt-whole", "seed": 1, "solved": 16},

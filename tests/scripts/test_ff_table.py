@@ -3,19 +3,16 @@ each, and finished runs are reused."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 
 import pytest
-from helpers import ROOT
+from helpers import load_script
 
 pytestmark = pytest.mark.slow
 
 
 def test_the_table_runs_every_variant_and_reuses_finished_runs(tmp_path):
-    spec = importlib.util.spec_from_file_location("ff_table", ROOT / "scripts/ff_table.py")
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
+    script = load_script("ff_table")
     args = ["--steps", "6", "--seeds", "1", "--tasks", "digits", "--procs", "2", "--widths", "16",
             "--out", str(tmp_path)]
     script.main(args)

@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 
-from helpers import ROOT
+from helpers import load_script
 
 
 def test_the_profile_shows_that_keeping_the_graph_runs_the_core_once_per_update(tmp_path):
-    spec = importlib.util.spec_from_file_location("profile_unroll", ROOT / "scripts/profile_unroll.py")
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
+    script = load_script("profile_unroll")
     out = tmp_path / "profile.json"
     script.main(["--variants", "bptt8", "dni8-aux", "dni8-aux-keep", "--hidden", "16", "--embed", "8", "--batch", "4",
                  "--updates", "3", "--warmup", "2", "--top", "1000", "--out", str(out)])

@@ -2,18 +2,14 @@
 
 from __future__ import annotations
 
-import importlib.util
-
 import pytest
-from helpers import ROOT
+from helpers import ROOT, load_script
 
 pytestmark = pytest.mark.slow
 
 
 def test_script_plots_all_regimes(tmp_path):
-    spec = importlib.util.spec_from_file_location("two_timescale", ROOT / "scripts/two_timescale.py")
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
+    script = load_script("two_timescale")
     configs = [str(ROOT / f"configs/two-timescale/{c}.yaml") for c in ("cut", "dni")]
     args = ["--steps", "8", "--val-every", "1", "--out", str(tmp_path / "out"), "--runs", str(tmp_path / "runs"),
             "--eval-length", "64", "--seeds", "2", "--jobs", "2", "--configs", *configs]
