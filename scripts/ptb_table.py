@@ -1,16 +1,21 @@
-"""The PTB grid: BPTT 8/20/40, DNI 8/20/40 and DNI+Aux 8 under one budget, as a table and plots.
+"""The PTB grid: BPTT 8/20/40, DNI 8/20/40, DNI + Aux 8 (and DNI-8 with discounted targets), with seeds.
 
-Each run is `python -m seqdni.train --config CONFIGS/NAME.yaml` in its own process, limited by
-wall-clock minutes (`trainer.max_time`) or by training characters (`trainer.max_steps`). The
-CLI tests at the best validation checkpoint after fitting. Everything is read back from the
-run's TensorBoard log, and each finished run leaves `result.json` beside it, so re-running
-the same command skips what is done (the grid resumes).
+Each run is `python -m seqdni.train --config CONFIGS/NAME.yaml` in its own process. Without a
+budget each run trains as its config says: `configs/ptb-cpu/` trains to convergence (early
+stopping on validation BPC, a maximum number of epochs); `--budget-chars` or `--budget-minutes`
+cuts every run at the same characters or wall-clock minutes instead. The CLI tests at the best
+validation checkpoint after fitting. Everything is read back from the run's TensorBoard log, and
+each finished run leaves `result.json` beside it, so re-running the same command skips what is
+done and continues an interrupted run from its latest checkpoint (the grid resumes across
+sessions; `--records` restores finished runs from a committed results.json).
 
-    python scripts/ptb_table.py --configs configs/ptb-cpu --budget-minutes 10 --seeds 1 --out docs/ptb-cpu
-    python scripts/ptb_table.py --configs configs/ptb --budget-chars 200e6 --seeds 1 --out docs/ptb-gpu
+    python scripts/ptb_table.py --configs configs/ptb-cpu --seeds 3 --jobs 2 --out runs/ptb-converged
+    python scripts/ptb_table.py --configs configs/ptb-cpu --names bptt8 --budget-chars 5015040 --seeds 3 --out x
 
-Writes under --out: results.json (every run), table.md (beside the paper's test BPC),
-val_bpc_vs_chars.png and val_bpc_vs_seconds.png.
+Writes under --out: results.json (every run), table.md (per config: test BPC at the best
+validation, mean and spread over seeds, the characters and training CPU seconds to reach it; the
+same question at equal characters and at equal CPU seconds; which differences exceed the seed
+spread), val_bpc_vs_chars.png and val_bpc_vs_cpu_seconds.png (mean and min-max band over seeds).
 """
 
 from __future__ import annotations
@@ -25,33 +30,37 @@ import sys
 import time
 from pathlib import Path
 
+import torch
+
 from seqdni.cli.train import load_config
 
-NAMES = ["bptt8", "bptt20", "bptt40", "dni8", "dni20", "dni40", "dni8-aux"]
+NAMES = ["bptt8", "bptt20", "bptt40", "dni8", "dni20", "dni40", "dni8-aux", "dni8-discount"]
 PAPER = {"bptt8": 1.35, "bptt20": 1.35, "bptt40": 1.34, "dni8": 1.34, "dni8-aux": 1.33}  # test BPC, dni-rnn.md
+# The comparisons the grid answers (a, b): a's minus b's.
+PAIRS = [("dni8", "bptt8"), ("dni8", "bptt40"), ("bptt40", "bptt8"), ("bptt20", "bptt8"), ("dni20", "bptt20"),
+         ("dni40", "bptt40"), ("dni8-aux", "dni8"), ("dni8", "dni8-discount"), ("dni8-discount", "bptt8")]
 
 
 def machine() -> dict:
     info = {"platform": platform.platform(), "cpu": platform.processor() or platform.machine(),
-            "cpu_count": os.cpu_count()}
-    try:
-        import torch
-
-        info["torch"] = torch.__version__
-        if torch.cuda.is_available():
-            info["gpu"] = torch.cuda.get_device_name(0)
-    except ImportError:
-        pass
+            "cpu_count": os.cpu_count(), "torch": torch.__version__}
+    if torch.cuda.is_available():
+        info["gpu"] = torch.cuda.get_device_name(0)
     return info
 
 
 def scalars(run_dir: Path) -> dict[str, list[tuple[int, float, float]]]:
-    """tag -> [(step, wall_time, value)] from a run's TensorBoard events."""
+    """tag -> [(step, wall_time, value)] from every TensorBoard event file of a run; the events a
+    resumed run wrote again after its checkpoint replace the orphaned ones (TensorBoard's purge)."""
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     ea = EventAccumulator(str(run_dir), size_guidance={"scalars": 0})
     ea.Reload()
     return {tag: [(e.step, e.wall_time, e.value) for e in ea.Scalars(tag)] for tag in ea.Tags()["scalars"]}
+
+
+def run_dir(runs: Path, name: str, seed: int) -> Path:
+    return runs / f"{name}-s{seed}" / "version_0"
 
 
 def launch(cfg_path: Path, name: str, seed: int, args, runs: Path) -> subprocess.Popen:
@@ -63,69 +72,126 @@ def launch(cfg_path: Path, name: str, seed: int, args, runs: Path) -> subprocess
     if args.budget_chars:
         steps = int(args.budget_chars // (data["batch_size"] * model["unroll"]))
         cmd += [f"--trainer.max_steps={steps}", "--trainer.max_time=null"]
-    else:
+    elif args.budget_minutes:
         m = args.budget_minutes
         cmd += [f"--trainer.max_time=00:{int(m // 60):02d}:{int(m % 60):02d}:{round(m % 1 * 60):02d}",
                 "--trainer.max_steps=-1"]
+    latest = run_dir(runs, name, seed) / "checkpoints" / "latest.ckpt"
+    if latest.is_file():
+        cmd.append(f"--ckpt_path={latest}")  # an interrupted run goes on from where it stopped
     cmd += args.extra
-    log = open(runs / f"{name}-s{seed}.log", "w")
+    log = open(runs / f"{name}-s{seed}.log", "a")
     env = {**os.environ, "OMP_NUM_THREADS": str(args.threads)}
     print(" ".join(cmd), flush=True)
     return subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
 
 
+def stopped_early(directory: Path) -> bool | None:
+    """Whether early stopping ended the run (None: the run has no early stopping)."""
+    latest = directory / "checkpoints" / "latest.ckpt"
+    if not latest.is_file():
+        return None
+    callbacks = torch.load(latest, map_location="cpu", weights_only=False).get("callbacks", {})
+    states = [s for k, s in callbacks.items() if k.startswith("EarlyStopping")]
+    if not states:
+        return None
+    return any(s["wait_count"] >= s["patience"] for s in states)
+
+
 def summarise(cfg_path: Path, name: str, seed: int, runs: Path, seconds: float, rss_kib: int | None) -> dict:
-    run_dir = runs / f"{name}-s{seed}" / "version_0"
+    directory = run_dir(runs, name, seed)
     cfg = load_config(cfg_path)
     data, model = cfg["data"]["init_args"], cfg["model"]["init_args"]
     # TensorBoard's x axis is the optimiser step: one unroll of batch_size x unroll characters.
     per_step = data["batch_size"] * model["unroll"]
-    s = scalars(run_dir)
+    s = scalars(directory)
     t0 = min(w for series in s.values() for _, w, _ in series)
-    val = [(step * per_step, w - t0, v) for step, w, v in s.get("val/bpc", [])]
-    best = min(val, key=lambda r: r[2]) if val else None
+    cpu = {step: v for step, _, v in s.get("time/train_cpu_seconds", [])}
+    val = [{"chars": step * per_step, "seconds": round(w - t0, 1), "cpu_seconds": cpu.get(step), "bpc": v}
+           for step, w, v in s.get("val/bpc", [])]
+    best = min(val, key=lambda r: r["bpc"]) if val else None
     steps = max((step for series in s.values() for step, _, _ in series), default=0)
     cps = [v for _, _, v in s.get("train/chars_per_sec", [])]
     peak = [v for _, _, v in s.get("train/cuda_peak_mib", [])]
     return {
         "name": name, "config": str(cfg_path), "seed": seed, "machine": machine(),
         "chars_seen": steps * per_step, "seconds": round(seconds, 1),
+        "train_cpu_seconds": max(cpu.values()) if cpu else None, "stopped_early": stopped_early(directory),
         "peak_memory_mib": round(max(peak), 1) if peak else (round(rss_kib / 1024, 1) if rss_kib else None),
         "peak_memory_measure": "torch.cuda.max_memory_allocated" if peak else "max RSS of the training process",
-        "best_val_bpc": best[2] if best else None, "best_val_at_chars": best[0] if best else None,
+        "best_val_bpc": best["bpc"] if best else None, "best_val_at_chars": best["chars"] if best else None,
+        "best_val_at_cpu_seconds": best["cpu_seconds"] if best else None,
         "test_bpc": s["test/bpc"][-1][2] if "test/bpc" in s else None,
         "chars_per_sec": statistics.median(cps) if cps else None,
-        "val_curve": [{"chars": c, "seconds": round(t, 1), "bpc": v} for c, t, v in val],
+        "val_curve": val,
         "sg_cosine_mean": statistics.mean(v for _, _, v in s["sg/cosine"]) if "sg/cosine" in s else None,
     }
 
 
+def claim(runs: Path, name: str, seed: int) -> bool:
+    """Take the run for this process (`NAME-sSEED.lock` holds its pid), so that several copies of the
+    command share one grid on one machine; a lock whose process is gone is taken over."""
+    lock = runs / f"{name}-s{seed}.lock"
+    for _ in range(2):
+        try:
+            with open(lock, "x") as f:
+                f.write(str(os.getpid()))
+            return True
+        except FileExistsError:
+            text = lock.read_text().strip()
+            try:
+                if text.isdigit() and int(text) > 0:
+                    os.kill(int(text), 0)
+                    return False  # its process is alive
+            except ProcessLookupError:
+                pass
+            except PermissionError:
+                return False
+            lock.unlink(missing_ok=True)
+    return False
+
+
+def restored(records: str | None) -> dict[tuple[str, int], dict]:
+    if not records:
+        return {}
+    return {(r["name"], r["seed"]): r for r in json.loads(Path(records).read_text())["runs"]}
+
+
 def run_grid(args) -> list[dict]:
-    out = Path(args.out)
-    runs = out / "runs"
+    runs = Path(args.out) / "runs"
     runs.mkdir(parents=True, exist_ok=True)
-    todo, results = [], []
+    todo, results, kept = [], [], restored(args.records)
     for name in args.names:
         cfg_path = Path(args.configs) / f"{name}.yaml"
         if not cfg_path.is_file():
             raise SystemExit(f"no config {cfg_path}: --configs must hold {', '.join(args.names)}.yaml")
-        for seed in range(args.seeds):
+    for seed in range(args.seeds):  # seed by seed: the first seeds of every config come first
+        for name in args.names:
             done = runs / f"{name}-s{seed}" / "result.json"
             if done.is_file():
                 results.append(json.loads(done.read_text()))
                 print(f"reusing {done}")
+            elif (name, seed) in kept:
+                results.append(kept[name, seed])
+                print(f"restoring {name} seed {seed} from {args.records}")
             else:
-                todo.append((cfg_path, name, seed))
+                todo.append((Path(args.configs) / f"{name}.yaml", name, seed))
     running: dict[int, tuple] = {}
     while todo or running:
         while todo and len(running) < args.jobs:
             cfg_path, name, seed = todo.pop(0)
+            if not claim(runs, name, seed):
+                print(f"{name} seed {seed} is running in another process; skipping it")
+                continue
             p = launch(cfg_path, name, seed, args, runs)
             running[p.pid] = (p, cfg_path, name, seed, time.time())
+        if not running:
+            break
         pid, status, usage = os.wait4(-1, 0)
         if pid not in running:
             continue
         p, cfg_path, name, seed, start = running.pop(pid)
+        (runs / f"{name}-s{seed}.lock").unlink(missing_ok=True)
         p.returncode = os.waitstatus_to_exitcode(status)
         if p.returncode != 0:
             print(f"{name} seed {seed} failed (exit {p.returncode}); see {runs / f'{name}-s{seed}.log'}")
@@ -134,30 +200,125 @@ def run_grid(args) -> list[dict]:
         (runs / f"{name}-s{seed}" / "result.json").write_text(json.dumps(r, indent=2))
         results.append(r)
         print(f"{name} seed {seed}: best val {r['best_val_bpc']}, test {r['test_bpc']}", flush=True)
-    return results
+    order = {n: i for i, n in enumerate(args.names)}
+    return sorted(results, key=lambda r: (order.get(r["name"], len(order)), r["seed"]))
 
 
-def table(results: list[dict], names: list[str]) -> str:
-    rows = ["| run | seeds | chars seen | seconds | chars/s | peak MiB | best val BPC | test BPC | paper test BPC |",
-            "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+# ---- the report --------------------------------------------------------------------------------
+def fmt(v, spec: str) -> str:
+    return "–" if v is None else format(v, spec)
 
-    def mean(key, rs):
-        vals = [r[key] for r in rs if r[key] is not None]
-        return statistics.mean(vals) if vals else None
 
-    def fmt(v, spec):
-        return "–" if v is None else format(v, spec)
+def spread(values: list[float]) -> float | None:
+    return max(values) - min(values) if len(values) > 1 else None
 
-    for name in names:
-        rs = [r for r in results if r["name"] == name]
-        if not rs:
+
+def best_within(run: dict, key: str, limit: float) -> float | None:
+    """The run's lowest validation BPC among the validations at or below `limit` of `key`."""
+    points = [p["bpc"] for p in run["val_curve"] if p.get(key) is not None and p[key] <= limit]
+    return min(points) if points else None
+
+
+def by_name(results: list[dict]) -> dict[str, list[dict]]:
+    groups: dict[str, list[dict]] = {}
+    for r in results:
+        groups.setdefault(r["name"], []).append(r)
+    return groups
+
+
+def converged_table(groups: dict[str, list[dict]]) -> list[str]:
+    rows = ["| run | seeds | test BPC at the best validation, per seed | mean | spread | best val BPC | "
+            "chars to best (M) | CPU s to best | CPU s in all | stopped early | paper |",
+            "| --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    for name, rs in groups.items():
+        tests = [r["test_bpc"] for r in rs if r["test_bpc"] is not None]
+
+        def mean(key, rs=rs):
+            vals = [r[key] for r in rs if r.get(key) is not None]
+            return statistics.mean(vals) if vals else None
+
+        early, chars = [r.get("stopped_early") for r in rs], mean("best_val_at_chars")
+        rows.append(
+            f"| {name} | {len(rs)} | {' / '.join(format(t, '.4f') for t in tests) or '–'} "
+            f"| {fmt(statistics.mean(tests) if tests else None, '.4f')} | {fmt(spread(tests), '.4f')} "
+            f"| {fmt(mean('best_val_bpc'), '.4f')} | {fmt(chars / 1e6 if chars else None, '.1f')} "
+            f"| {fmt(mean('best_val_at_cpu_seconds'), ',.0f')} | {fmt(mean('train_cpu_seconds'), ',.0f')} "
+            f"| {sum(e is True for e in early)} of {len(rs)} | {fmt(PAPER.get(name), '.2f')} |")
+    return rows
+
+
+def budget_table(groups: dict[str, list[dict]], key: str, limit: float) -> list[str]:
+    rows = ["| run | best val BPC within the budget, per seed | mean | spread |", "| --- | --- | ---: | ---: |"]
+    for name, rs in groups.items():
+        vals = [best_within(r, key, limit) for r in rs]
+        vals = [v for v in vals if v is not None]
+        rows.append(f"| {name} | {' / '.join(format(v, '.4f') for v in vals) or '–'} "
+                    f"| {fmt(statistics.mean(vals) if vals else None, '.4f')} | {fmt(spread(vals), '.4f')} |")
+    return rows
+
+
+def compare(a: list[float], b: list[float]) -> str:
+    """a's mean minus b's, and whether the seeds separate them."""
+    diff = statistics.mean(a) - statistics.mean(b)
+    if len(a) < 2 or len(b) < 2:
+        verdict = "too few seeds to tell"
+    elif max(a) < min(b) or max(b) < min(a):
+        verdict = "larger than the seed spread (the seeds do not overlap)"
+    else:
+        verdict = "within the seed spread (the seeds overlap)"
+    return f"{diff:+.4f}, {verdict}"
+
+
+def differences(groups: dict[str, list[dict]], limits: dict[str, float]) -> list[str]:
+    lines = []
+    for a, b in PAIRS:
+        if a not in groups or b not in groups:
             continue
-        paper = PAPER.get(name)
-        rows.append(f"| {name} | {len(rs)} | {fmt(mean('chars_seen', rs), ',.0f')} | {fmt(mean('seconds', rs), '.0f')} "
-                    f"| {fmt(mean('chars_per_sec', rs), ',.0f')} | {fmt(mean('peak_memory_mib', rs), '.0f')} "
-                    f"| {fmt(mean('best_val_bpc', rs), '.3f')} | {fmt(mean('test_bpc', rs), '.3f')} "
-                    f"| {fmt(paper, '.2f')} |")
-    return "\n".join(rows) + "\n"
+        test = [[r["test_bpc"] for r in groups[n] if r["test_bpc"] is not None] for n in (a, b)]
+        parts = [f"converged test BPC {compare(*test)}" if all(test) else None]
+        for key, label in (("chars", "at equal characters"), ("cpu_seconds", "at equal CPU seconds")):
+            if key in limits:
+                vals = [[v for r in groups[n] if (v := best_within(r, key, limits[key])) is not None] for n in (a, b)]
+                if all(vals):
+                    parts.append(f"{label} (val BPC) {compare(*vals)}")
+        lines.append(f"- {a} − {b}: " + "; ".join(p for p in parts if p))
+    return lines
+
+
+def table(results: list[dict]) -> str:
+    groups = by_name(results)
+    limits = {}
+    chars = [r["chars_seen"] for r in results if r["val_curve"]]
+    cpu = [r["train_cpu_seconds"] for r in results if r.get("train_cpu_seconds")]
+    out = converged_table(groups)
+    if chars:
+        limits["chars"] = min(chars)
+        out += ["", f"At equal characters: the best validation BPC within the first {limits['chars']:,} training "
+                "characters (the fewest any run trained).", "", *budget_table(groups, "chars", limits["chars"])]
+    if cpu and len(cpu) == len(results):
+        limits["cpu_seconds"] = min(cpu)
+        out += ["", f"At equal CPU time: the best validation BPC within the first {limits['cpu_seconds']:,.0f} "
+                "seconds of training CPU time (the least any run used).", "",
+                *budget_table(groups, "cpu_seconds", limits["cpu_seconds"])]
+    diffs = differences(groups, limits)
+    if diffs:
+        out += ["", "Differences (the first run's mean minus the second's; negative: the first is better):", "",
+                *diffs]
+    return "\n".join(out) + "\n"
+
+
+def band(runs: list[dict], x_key: str) -> tuple[list[float], list[float], list[float], list[float]]:
+    """Validation k of every seed that has it: mean x, mean, min and max BPC."""
+    xs, mean, low, high = [], [], [], []
+    for k in range(max(len(r["val_curve"]) for r in runs)):
+        points = [r["val_curve"][k] for r in runs if len(r["val_curve"]) > k]
+        points = [p for p in points if p.get(x_key) is not None]
+        if not points:
+            continue
+        ys = [p["bpc"] for p in points]
+        xs.append(statistics.mean(p[x_key] for p in points))
+        mean.append(statistics.mean(ys)), low.append(min(ys)), high.append(max(ys))
+    return xs, mean, low, high
 
 
 def plots(results: list[dict], out: Path) -> None:
@@ -166,18 +327,21 @@ def plots(results: list[dict], out: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    for x_key, label, fname in (("chars", "training characters seen", "val_bpc_vs_chars.png"),
-                                ("seconds", "wall-clock seconds", "val_bpc_vs_seconds.png")):
-        fig, ax = plt.subplots(figsize=(7, 4.5), dpi=90)
-        for r in sorted(results, key=lambda r: (NAMES.index(r["name"]) if r["name"] in NAMES else 99, r["seed"])):
-            curve = r["val_curve"]
-            if curve:
-                style = "-" if r["name"].startswith("dni") else "--"
-                ax.plot([c[x_key] for c in curve], [c["bpc"] for c in curve], style, marker=".",
-                        label=f"{r['name']} (seed {r['seed']})")
+    for x_key, label, fname in (("chars", "training characters", "val_bpc_vs_chars.png"),
+                                ("cpu_seconds", "training CPU seconds", "val_bpc_vs_cpu_seconds.png")):
+        fig, ax = plt.subplots(figsize=(7.5, 4.8), dpi=90)
+        for name, rs in by_name(results).items():
+            rs = [r for r in rs if r["val_curve"]]
+            if not rs:
+                continue
+            xs, mean, low, high = band(rs, x_key)
+            if not xs:
+                continue
+            line, = ax.plot(xs, mean, "-" if name.startswith("dni") else "--", label=f"{name} ({len(rs)} seeds)")
+            ax.fill_between(xs, low, high, color=line.get_color(), alpha=0.2)
         ax.set_xlabel(label)
         ax.set_ylabel("validation bits per character")
-        ax.set_title("PTB characters: validation BPC (dashed: BPTT, solid: DNI)")
+        ax.set_title("PTB characters: validation BPC, mean and min-max over seeds (dashed: BPTT)")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
         fig.tight_layout()
@@ -188,7 +352,7 @@ def plots(results: list[dict], out: Path) -> None:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--configs", required=True, help="folder with bptt8.yaml ... dni8-aux.yaml")
-    budget = p.add_mutually_exclusive_group(required=True)
+    budget = p.add_mutually_exclusive_group()
     budget.add_argument("--budget-minutes", type=float, help="wall-clock minutes per run (trainer.max_time)")
     budget.add_argument("--budget-chars", type=float, help="training characters per run (sets trainer.max_steps)")
     p.add_argument("--seeds", type=int, default=1, help="seeds 0..S-1 per config")
@@ -196,13 +360,15 @@ def main() -> None:
     p.add_argument("--jobs", type=int, default=1, help="runs at once (one per core or device)")
     p.add_argument("--threads", type=int, default=1, help="OMP_NUM_THREADS of each run")
     p.add_argument("--out", default="ptb_grid", help="output folder (runs, results.json, table.md, PNGs)")
+    p.add_argument("--records", help="a results.json whose runs count as finished (a committed grid)")
     p.add_argument("extra", nargs="*", help="more seqdni.train arguments for every run, after --")
     args = p.parse_args()
     results = run_grid(args)
     out = Path(args.out)
-    (out / "results.json").write_text(json.dumps({"budget_minutes": args.budget_minutes,
+    command = "python scripts/ptb_table.py " + " ".join(sys.argv[1:])
+    (out / "results.json").write_text(json.dumps({"command": command, "budget_minutes": args.budget_minutes,
                                                   "budget_chars": args.budget_chars, "runs": results}, indent=2))
-    md = table(results, args.names)
+    md = table(results)
     (out / "table.md").write_text(md)
     plots(results, out)
     print(md)

@@ -13,8 +13,9 @@ __all__ = ["LN2", "BitLSTM", "BlockMLP", "CharLSTM", "HierLSTM", "LanguageNetwor
 
 
 def build_network(task: Task, embed_dim: int, hidden_size: int, num_layers: int = 1,
-                  dropout: float = 0.0, forget_bias: float | None = None) -> CharLSTM | BitLSTM:
+                  dropout: float = 0.0, forget_bias: float | None = None,
+                  init_range: float | None = 0.1) -> CharLSTM | BitLSTM:
     if task.kind == "chars":
-        return CharLSTM(len(task.symbols), embed_dim, hidden_size, num_layers, dropout, forget_bias)
+        return CharLSTM(len(task.symbols), embed_dim, hidden_size, num_layers, dropout, forget_bias, init_range)
     return BitLSTM(task.input_size, task.output_size, embed_dim, hidden_size, num_layers, dropout, task.resets,
-                   forget_bias)
+                   forget_bias, init_range)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from seqdni.nets.init import init_io
 from seqdni.nets.lstm import CharLSTM
 from seqdni.nets.sampling import sample_ids
 
@@ -24,7 +25,8 @@ class HierLSTM(nn.Module):
     """Two LSTM levels; see the module docstring. Implements `CharLSTM`'s network protocol."""
 
     def __init__(self, vocab_size: int, embed_dim: int = 128, hidden_size: int = 256, num_layers: int = 1,
-                 dropout: float = 0.0, tick: int = 4, upper_hidden: int = 256, message_size: int = 64):
+                 dropout: float = 0.0, tick: int = 4, upper_hidden: int = 256, message_size: int = 64,
+                 init_range: float | None = 0.1):
         super().__init__()
         self.vocab_size, self.tick = vocab_size, tick
         self.embed = nn.Embedding(vocab_size, embed_dim)
@@ -34,6 +36,7 @@ class HierLSTM(nn.Module):
         self.upper = nn.LSTM(message_size, upper_hidden, batch_first=True)
         self.drop = nn.Dropout(dropout)
         self.head = nn.Linear(hidden_size + upper_hidden, vocab_size)
+        init_io(self.embed, self.head, init_range)
 
     state_names = ("h_lower", "c_lower", "h_upper", "c_upper")
 

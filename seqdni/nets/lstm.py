@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from seqdni.nets.init import init_io, set_forget_bias
 from seqdni.nets.resetting import resetting_lstm
 from seqdni.nets.sampling import sample_ids
 
@@ -25,17 +26,6 @@ def reset_rows(state: tuple[Tensor, ...], rows: Tensor) -> tuple[Tensor, ...]:
     """The state with the streams marked in `rows` (B,) bool set to zero, differentiably."""
     keep = (~rows).to(state[0].dtype).reshape(1, -1, 1)
     return tuple(t * keep for t in state)
-
-
-def set_forget_bias(lstm: nn.LSTM, value: float) -> None:
-    """Start every layer's forget gates at bias `value` (the input-side bias; the recurrent one at 0),
-    so an untrained cell keeps σ(value) of its cell state per step: 0.73 at 1.0, against about 0.5
-    with nn.LSTM's uniform initialisation."""
-    n = lstm.hidden_size
-    with torch.no_grad():
-        for k in range(lstm.num_layers):
-            getattr(lstm, f"bias_ih_l{k}")[n : 2 * n].fill_(value)  # gate order: input, forget, cell, output
-            getattr(lstm, f"bias_hh_l{k}")[n : 2 * n].zero_()
 
 
 class _LSTMNet(nn.Module):
@@ -167,10 +157,11 @@ class CharLSTM(_LSTMNet):
     """Character LSTM language model: embedding -> LSTM -> logits over the vocabulary."""
 
     def __init__(self, vocab_size: int, embed_dim: int = 128, hidden_size: int = 256, num_layers: int = 1,
-                 dropout: float = 0.0, forget_bias: float | None = None):
+                 dropout: float = 0.0, forget_bias: float | None = None, init_range: float | None = 0.1):
         super().__init__(embed_dim, hidden_size, num_layers, dropout, vocab_size, forget_bias)
         self.vocab_size = vocab_size
         self.embed = nn.Embedding(vocab_size, embed_dim)
+        init_io(self.embed, self.head, init_range)
 
     @property
     def cond_size(self) -> int:
@@ -228,10 +219,12 @@ class BitLSTM(_LSTMNet):
     """
 
     def __init__(self, input_size: int, output_size: int, embed_dim: int = 128, hidden_size: int = 256,
-                 num_layers: int = 1, dropout: float = 0.0, resets: bool = False, forget_bias: float | None = None):
+                 num_layers: int = 1, dropout: float = 0.0, resets: bool = False, forget_bias: float | None = None,
+                 init_range: float | None = 0.1):
         super().__init__(embed_dim, hidden_size, num_layers, dropout, output_size, forget_bias)
         self.input_size, self.output_size, self.resets = input_size, output_size, resets
         self.embed = nn.Linear(input_size, embed_dim)
+        init_io(self.embed, self.head, init_range)
 
     def split_resets(self, x: Tensor) -> tuple[Tensor, Tensor | None]:
         if not self.resets:

@@ -1,8 +1,10 @@
-"""Callbacks: an always-latest checkpoint for resuming, text samples in TensorBoard, the Copy curriculum."""
+"""Callbacks: an always-latest checkpoint for resuming, a clock of training CPU time, text samples in
+TensorBoard, the Copy curriculum."""
 
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import lightning as L
@@ -75,6 +77,47 @@ class LatestCheckpoint(Checkpoint):
 
     def load_state_dict(self, state_dict: dict) -> None:
         self.last_path = state_dict.get("last_path")
+
+
+class TrainingClock(L.Callback):
+    """Logs `time/train_cpu_seconds` after every validation of a fit: the process CPU seconds spent
+    training so far, validations excluded, on the optimiser-step axis of every other scalar. The
+    count is kept in checkpoints, so a resumed run goes on from where it stopped. CPU time, not
+    wall-clock, is what stays comparable on a machine shared with other jobs (one torch thread per
+    run counts one core; threads add up)."""
+
+    def __init__(self):
+        super().__init__()
+        self.seconds, self._since = 0.0, None
+
+    def _total(self) -> float:
+        return self.seconds + (time.process_time() - self._since if self._since is not None else 0.0)
+
+    def _pause(self) -> None:
+        self.seconds, self._since = self._total(), None
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        self._since = time.process_time()
+
+    def on_validation_start(self, trainer, pl_module) -> None:
+        if trainer.state.fn == "fit":
+            self._pause()
+
+    def on_validation_end(self, trainer, pl_module) -> None:
+        if trainer.sanity_checking or trainer.state.fn != "fit":
+            return
+        for logger in trainer.loggers:
+            logger.log_metrics({"time/train_cpu_seconds": self.seconds}, step=trainer.global_step)
+        self._since = time.process_time()
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        self._pause()
+
+    def state_dict(self) -> dict:
+        return {"seconds": self._total()}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        self.seconds = float(state_dict["seconds"])
 
 
 class SampleText(L.Callback):

@@ -42,6 +42,12 @@ def as_options(cls: type, value, owner: str):
     return cls(**{k: v for k, v in given.items() if k in known})
 
 
+def check_init_range(init_range: float | None) -> None:
+    if init_range is not None and not init_range > 0:
+        raise UserError(f"model.init_range must be positive, or null for PyTorch's default initialisation; "
+                        f"got {init_range}")
+
+
 class SeqModel(SeqModule):
     """An LSTM sequence model trained with truncated BPTT, optionally with DNI (`FlatEngine`).
 
@@ -64,13 +70,16 @@ class SeqModel(SeqModule):
         probe_rows: Streams in the probe batch.
         forget_bias: Initial bias of the LSTM's forget gates (unset: nn.LSTM's uniform
             initialisation, about 0); 1.0 makes a fresh cell keep 73% of its state per step.
+        init_range: The embedding table's and the output layer's weights start uniform in
+            (-init_range, init_range), the output bias at 0 (PyTorch's word-language-model
+            example); unset: PyTorch's default initialisation of both.
     """
 
     def __init__(self, task: Task, window: int = 120, unroll: int = 8, embed_dim: int = 128, hidden_size: int = 256,
                  num_layers: int = 1, dropout: float = 0.0, lr: float = 2e-3, weight_decay: float = 0.0,
                  clip: float = 1.0, lr_schedule: Literal["constant", "cosine"] = "constant", warmup_steps: int = 0,
                  dni: DNIOptions | None = None, probe_every: int = 0, probe_unrolls: int = 8, probe_rows: int = 16,
-                 forget_bias: float | None = None):
+                 forget_bias: float | None = None, init_range: float | None = 0.1):
         super().__init__()
         if unroll <= 0:
             raise UserError(f"model.unroll must be a positive number of steps, got {unroll}")
@@ -80,7 +89,8 @@ class SeqModel(SeqModule):
         self.save_hyperparameters()
         self.hparams.update(task=asdict(task), dni=None if dni is None else asdict(dni))  # weights-only loadable
         self.dni = dni
-        net = build_network(task, embed_dim, hidden_size, num_layers, dropout, forget_bias)
+        check_init_range(init_range)
+        net = build_network(task, embed_dim, hidden_size, num_layers, dropout, forget_bias, init_range)
         self.build(task, FlatEngine(net, unroll, dni, lr, weight_decay, clip), lr_schedule, warmup_steps)
         if dni is not None and probe_every:
             self.probe = Probe(probe_every, probe_unrolls, probe_rows, window)
@@ -117,13 +127,16 @@ class HierLM(SeqModule):
         dni: Synthetic-gradient settings of every interface (hidden width, scale, lr, clip;
             `discount` for the boundaries); set when `message` is `dni` or `boundaries` is true,
             otherwise unset.
+        init_range: The embedding table's and the output layer's weights start uniform in
+            (-init_range, init_range), the output bias at 0; unset: PyTorch's default.
     """
 
     def __init__(self, task: Task, window: int = 128, unroll: int = 8, embed_dim: int = 128, hidden_size: int = 256,
                  num_layers: int = 1, dropout: float = 0.0, lr: float = 2e-3, weight_decay: float = 0.0,
                  clip: float = 1.0, lr_schedule: Literal["constant", "cosine"] = "constant", warmup_steps: int = 0,
                  tick: int = 4, upper_hidden: int = 256, message_size: int = 64, upper_unroll: int = 8,
-                 message: Message = "dni", boundaries: bool = False, dni: BoundaryOptions | None = None):
+                 message: Message = "dni", boundaries: bool = False, dni: BoundaryOptions | None = None,
+                 init_range: float | None = 0.1):
         super().__init__()
         task, dni = as_task(task), as_options(BoundaryOptions, dni, "HierLM")
         if message not in ("bptt", "cut", "dni"):
@@ -132,8 +145,9 @@ class HierLM(SeqModule):
         self.save_hyperparameters()
         self.hparams.update(task=asdict(task), dni=None if dni is None else asdict(dni))
         self.dni = dni
+        check_init_range(init_range)
         net = HierLSTM(len(task.symbols), embed_dim, hidden_size, num_layers, dropout, tick, upper_hidden,
-                       message_size)
+                       message_size, init_range)
         engine = HierEngine(net, unroll, upper_unroll, message, dni, boundaries, lr, weight_decay, clip)
         self.build(task, engine, lr_schedule, warmup_steps)
 

@@ -10,10 +10,11 @@ import re
 
 import pytest
 from helpers import CHAR_FILES, ROOT, write_ptb
+from lightning.pytorch.callbacks import EarlyStopping
 
 from seqdni.cli.train import cli
 from seqdni.data import CopyDataModule, ptb
-from seqdni.training import Curriculum, HierLM, LayerModel, SeqModel, TwoTimescale
+from seqdni.training import Curriculum, HierLM, LayerModel, SeqModel, TrainingClock, TwoTimescale
 
 CONFIG_DIR = ROOT / "configs"
 # The grids the scripts run (scripts/copy_table.py, scripts/two_timescale.py) and the smoke run: each must exist.
@@ -30,11 +31,12 @@ EXPECTED = [
 CONFIGS = sorted(set(CONFIG_DIR.rglob("*.yaml")) | set(EXPECTED))
 
 FF = re.compile(r"(digits|addition|mnist)-(bp|dni|cdni)(-bootstrap)?")  # ff/digits-cdni: task, variant, M's target
-# bptt8, dni20, dni8-aux, dni2-n4, cdni2-n8-pending, bptt60-whole: T, DNI, DNI + Aux, n-step targets (learned
-# while pending), M also reading the targets its n-step target covers (cdni), windows of whole episodes. Without -n<k>, a family's own DNI
-# targets: one-step on PTB, 8-step learned while pending on Copy and Repeat Copy (docs/copy.md).
-FLAT = re.compile(r"(bptt|dni|cdni)(\d+)(-aux|-whole|-n(\d+)(-pending)?)?")
-FAMILY_TARGETS = {"copy": (8, True), "repeat-copy": (8, True)}  # (target_unrolls, pending_targets)
+# bptt8, dni20, dni8-aux, dni2-n4, cdni2-n8-pending, bptt60-whole, dni8-discount: T, DNI, DNI + Aux, n-step
+# targets (learned while pending), M also reading the targets its n-step target covers (cdni), windows of whole
+# episodes, one-step targets discounted by the injection scale (γ = α). Without -n<k>, a family's own DNI
+# targets: 8-step learned while pending (docs/copy.md).
+FLAT = re.compile(r"(bptt|dni|cdni)(\d+)(-aux|-whole|-discount|-n(\d+)(-pending)?)?")
+FAMILY_TARGETS = {family: (8, True) for family in ("copy", "repeat-copy", "ptb-cpu", "ptb")}  # (n, pending)
 HIER = re.compile(r"hier-(bptt|cut|dni)(\d+)")  # hier-dni8: the message interface and the lower T
 REGIME = re.compile(r"(bptt|cut|dni)(-cond|-state)?")  # two-timescale/dni-cond: the regime, what M also reads
 
@@ -59,6 +61,13 @@ def test_every_shipped_config_instantiates_and_is_what_its_name_says(config, tmp
         assert any(isinstance(cb, Curriculum) for cb in built.trainer.callbacks)
     if config.parent.name in ("copy", "repeat-copy"):
         assert model.task.name == config.parent.name
+    if config.parent.name in ("copy", "repeat-copy") or config.stem in ("copy", "repeat-copy"):
+        assert model.hparams.init_range is None  # the initialisation the Copy grid was measured with
+    if config.parent.name in ("ptb", "ptb-cpu") or config.stem in ("ptb", "ptb-cpu"):
+        assert model.hparams.init_range == 0.1  # the reference LM's (docs/ptb-cpu/baseline/)
+        stops = [cb for cb in built.trainer.callbacks if isinstance(cb, EarlyStopping)]
+        assert [(cb.monitor, cb.mode) for cb in stops] == [("val/bpc", "min")]  # trained to convergence
+        assert any(isinstance(cb, TrainingClock) for cb in built.trainer.callbacks)
 
     if config.parent.name == "ff":
         task, variant, bootstrap = FF.fullmatch(name).groups()
@@ -83,7 +92,9 @@ def test_every_shipped_config_instantiates_and_is_what_its_name_says(config, tmp
         assert model.hparams.unroll == int(unroll)
         assert (model.dni is not None) == (kind != "bptt")
         assert (model.dni is not None and model.dni.aux_weight > 0) == (suffix == "-aux")
-        targets = (int(n), bool(pending)) if n else FAMILY_TARGETS.get(config.parent.name, (1, False))
+        default = (1, False) if suffix == "-discount" else FAMILY_TARGETS.get(config.parent.name, (1, False))
+        targets = (int(n), bool(pending)) if n else default
+        assert model.dni is None or (suffix == "-discount") == (model.dni.gamma == model.dni.scale < 1)
         assert model.dni is None or (model.dni.target_unrolls, model.dni.pending_targets) == targets
         ahead = int(unroll) * int(n or 1) if kind == "cdni" else 0
         assert model.dni is None or model.dni.lookahead == ahead

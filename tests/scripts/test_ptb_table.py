@@ -1,4 +1,5 @@
-"""scripts/ptb_table.py: one command runs a grid, writes the report, and resumes."""
+"""scripts/ptb_table.py: one command runs a grid, writes the report, resumes finished and interrupted
+runs; the report compares the configs at convergence, at equal characters and at equal CPU time."""
 
 from __future__ import annotations
 
@@ -6,14 +7,17 @@ import json
 
 import pytest
 import yaml
-from helpers import ROOT, run_python
+from helpers import ROOT, load_script, run_python
 
-pytestmark = pytest.mark.slow
+ptb_table = load_script("ptb_table")
 
 
-def test_grid_writes_results_table_plots_and_resumes(text_files, tmp_path):
+def _configs(tmp_path):
     base = yaml.safe_load((ROOT / "configs/smoke.yaml").read_text())
-    base["trainer"]["callbacks"] = base["trainer"]["callbacks"][:2]  # checkpoints only
+    base["trainer"]["callbacks"] = base["trainer"]["callbacks"][:2] + [
+        {"class_path": "seqdni.training.TrainingClock"},
+        {"class_path": "lightning.pytorch.callbacks.EarlyStopping",
+         "init_args": {"monitor": "val/bpc", "mode": "min", "patience": 50}}]
     cfgs = tmp_path / "configs"
     cfgs.mkdir()
     for name, dni in (("bptt8", None), ("dni8", {"scale": 0.1})):
@@ -21,12 +25,20 @@ def test_grid_writes_results_table_plots_and_resumes(text_files, tmp_path):
         if dni:
             cfg["model"]["init_args"]["dni"] = dni
         (cfgs / f"{name}.yaml").write_text(yaml.safe_dump(cfg))
-    out = tmp_path / "grid"
-    cmd = [str(ROOT / "scripts/ptb_table.py"), "--configs", str(cfgs), "--names", "bptt8", "dni8",
-           "--budget-chars", "1024", "--out", str(out), "--",
-           f"--data.train_files=[{text_files['train']}]", f"--data.val_files=[{text_files['valid']}]",
-           f"--data.test_files=[{text_files['test']}]", f"--data.cache_dir={tmp_path / 'cache'}",
-           "--data.download=false"]
+    return cfgs
+
+
+def _command(cfgs, out, text_files, tmp_path, *args):
+    return [str(ROOT / "scripts/ptb_table.py"), "--configs", str(cfgs), "--out", str(out), *args, "--",
+            f"--data.train_files=[{text_files['train']}]", f"--data.val_files=[{text_files['valid']}]",
+            f"--data.test_files=[{text_files['test']}]", f"--data.cache_dir={tmp_path / 'cache'}",
+            "--data.download=false"]
+
+
+@pytest.mark.slow
+def test_grid_writes_results_table_plots_and_resumes(text_files, tmp_path):
+    cfgs, out = _configs(tmp_path), tmp_path / "grid"
+    cmd = _command(cfgs, out, text_files, tmp_path, "--names", "bptt8", "dni8", "--budget-chars", "1024")
     first = run_python(cmd, cwd=tmp_path)
     assert first.returncode == 0, first.stderr[-3000:]
 
@@ -35,14 +47,83 @@ def test_grid_writes_results_table_plots_and_resumes(text_files, tmp_path):
     for r in runs:
         assert r["chars_seen"] == 1024  # 1024 chars / (batch 4 x unroll 4) = 64 steps = 16 batches of 64
         assert r["test_bpc"] is not None and r["best_val_bpc"] == min(p["bpc"] for p in r["val_curve"])
+        cpu = [p["cpu_seconds"] for p in r["val_curve"]]
+        assert cpu == sorted(cpu) and cpu[0] > 0 and r["train_cpu_seconds"] == cpu[-1]  # the clock at each validation
+        assert r["stopped_early"] is False  # patience 50: the budget ended it
         assert r["seconds"] > 0 and r["peak_memory_mib"] > 0 and r["chars_per_sec"] > 0
     assert runs[1]["sg_cosine_mean"] is not None and runs[0]["sg_cosine_mean"] is None
     table = (out / "table.md").read_text()
-    assert "| bptt8 | 1 | 1,024 |" in table and "| 1.34 |" in table  # beside the paper's DNI-8 test BPC
-    for png in ("val_bpc_vs_chars.png", "val_bpc_vs_seconds.png"):
+    assert f"| bptt8 | 1 | {runs[0]['test_bpc']:.4f} |" in table and "| 1.34 |" in table  # beside the paper's DNI-8
+    assert "within the first 1,024 training characters" in table and "- dni8 − bptt8:" in table
+    for png in ("val_bpc_vs_chars.png", "val_bpc_vs_cpu_seconds.png"):
         assert (out / png).read_bytes()[:4] == b"\x89PNG"
 
     again = run_python(cmd, cwd=tmp_path)
     assert again.returncode == 0, again.stderr[-3000:]
     assert again.stdout.count("reusing") == 2 and "seqdni.train" not in again.stdout  # nothing retrained
     assert json.loads((out / "results.json").read_text())["runs"] == runs
+
+    # An interrupted run (a checkpoint, no result) continues from its checkpoint: here, to a larger budget.
+    (out / "runs" / "bptt8-s0" / "result.json").unlink()
+    longer = _command(cfgs, out, text_files, tmp_path, "--names", "bptt8", "--budget-chars", "2048")
+    resumed = run_python(longer, cwd=tmp_path)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "--ckpt_path=" in resumed.stdout
+    r = json.loads((out / "results.json").read_text())["runs"][0]
+    assert r["chars_seen"] == 2048 and r["val_curve"][: len(runs[0]["val_curve"])] == runs[0]["val_curve"]
+    assert r["train_cpu_seconds"] > runs[0]["train_cpu_seconds"]
+
+    # Committed records stand in for runs that are not on disk.
+    restored = run_python(_command(cfgs, tmp_path / "elsewhere", text_files, tmp_path, "--names", "bptt8",
+                                   "--records", str(out / "results.json")), cwd=tmp_path)
+    assert restored.returncode == 0, restored.stderr[-3000:]
+    assert restored.stdout.count("restoring") == 1 and "seqdni.train" not in restored.stdout
+
+
+def _run(name, seed, bpcs, per_val_chars=100, per_val_cpu=10.0, test=None):
+    curve = [{"chars": per_val_chars * (k + 1), "cpu_seconds": per_val_cpu * (k + 1), "bpc": b}
+             for k, b in enumerate(bpcs)]
+    best = min(curve, key=lambda p: p["bpc"])
+    return {"name": name, "seed": seed, "val_curve": curve, "chars_seen": curve[-1]["chars"],
+            "train_cpu_seconds": curve[-1]["cpu_seconds"], "best_val_bpc": best["bpc"],
+            "best_val_at_chars": best["chars"], "best_val_at_cpu_seconds": best["cpu_seconds"],
+            "test_bpc": test if test is not None else best["bpc"] - 0.05, "stopped_early": True}
+
+
+def test_report_answers_at_convergence_equal_characters_and_equal_cpu():
+    # bptt8 validates every 100 chars / 10 CPU s and stops after 3 validations; dni8 is better at the end
+    # and per character, but costs 2.5x the CPU time per character.
+    results = [_run("bptt8", s, [2.0 + d, 1.8 + d, 1.7 + d]) for s, d in ((0, 0.0), (1, 0.01), (2, 0.02))]
+    results += [_run("dni8", s, [1.9 + d, 1.6 + d, 1.5 + d, 1.4 + d], per_val_cpu=25.0)
+                for s, d in ((0, 0.0), (1, 0.01), (2, 0.02))]
+    md = ptb_table.table(results)
+    assert "| bptt8 | 3 | 1.6500 / 1.6600 / 1.6700 | 1.6600 | 0.0200 |" in md
+    assert "| dni8 | 3 | 1.3500 / 1.3600 / 1.3700 | 1.3600 | 0.0200 |" in md
+    assert "within the first 300 training characters" in md  # bptt8's length: the fewest characters
+    assert "| dni8 | 1.5000 / 1.5100 / 1.5200 | 1.5100 | 0.0200 |" in md  # dni8's best within 300 chars
+    assert "within the first 30 seconds" in md  # bptt8's CPU time: dni8 has validated once by then
+    assert "| dni8 | – | – | – |" not in md and "| dni8 | 1.9000 / 1.9100 / 1.9200 | 1.9100 | 0.0200 |" in md
+    line = next(ln for ln in md.splitlines() if ln.startswith("- dni8 − bptt8:"))
+    assert "converged test BPC -0.3000, larger than the seed spread" in line
+    assert "at equal CPU seconds (val BPC) +0.2000, larger than the seed spread" in line
+
+
+def test_differences_within_the_spread_are_called_so():
+    close = [_run("bptt8", 0, [1.70]), _run("bptt8", 1, [1.72]), _run("dni8", 0, [1.71]), _run("dni8", 1, [1.69])]
+    line = next(ln for ln in ptb_table.table(close).splitlines() if ln.startswith("- dni8 − bptt8:"))
+    assert "within the seed spread" in line
+
+
+def test_a_run_is_claimed_by_one_process_and_a_dead_claim_is_taken_over(tmp_path):
+    import os
+    import subprocess
+
+    assert ptb_table.claim(tmp_path, "bptt8", 0)
+    assert (tmp_path / "bptt8-s0.lock").read_text() == str(os.getpid())
+    assert not ptb_table.claim(tmp_path, "bptt8", 0)  # held by a live process (this one)
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    (tmp_path / "dni8-s1.lock").write_text(str(gone.pid))
+    assert ptb_table.claim(tmp_path, "dni8", 1)  # its process has exited
+    (tmp_path / "dni8-s2.lock").write_text("")
+    assert ptb_table.claim(tmp_path, "dni8", 2)  # an empty lock (killed while writing) holds nothing

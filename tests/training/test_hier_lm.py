@@ -41,9 +41,9 @@ def test_tiny_hierarchical_lm_lowers_bpc(tmp_path, tiny_data):
     dm = tiny_data()
     lit = hier_lm(dm, boundaries=True)
     before = trainer(tmp_path, limit_val_batches=None).validate(lit, dm, verbose=False)[0]["val/bpc"]
-    trainer(tmp_path, max_steps=60, enable_checkpointing=False).fit(lit, dm)
+    trainer(tmp_path, max_steps=120, enable_checkpointing=False).fit(lit, dm)
     after = trainer(tmp_path, limit_val_batches=None).validate(lit, dm, verbose=False)[0]["val/bpc"]
-    assert after < before - 0.5, (before, after)
+    assert after < before - 0.5, (before, after)  # from near log2(vocabulary): the reference initialisation
 
 
 def test_evaluation_carries_state_and_tick_phase_across_batches(tmp_path, tiny_data):
