@@ -10,8 +10,9 @@ over 16 streams in windows of 1000 characters, as seqdni evaluates.
     python scripts/reference_lm.py --data-dir ../shared/data/ptb --epochs 1 --seeds 1 2 3 \
         --out docs/ptb-cpu/baseline/reference.json
 
-Writes one record per seed: validation and test BPC after the budget, optimiser steps,
-characters and process CPU seconds of training.
+`--init torch` starts from PyTorch's defaults instead, `--init encoder` / `--init decoder` from one
+part of the reference initialisation. Writes one record per seed: validation and test BPC after the
+budget, optimiser steps, characters and process CPU seconds of training.
 """
 
 from __future__ import annotations
@@ -27,16 +28,23 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+# What starts uniform(-0.1, 0.1) (and the decoder bias at 0 with the decoder weights): the reference
+# initialisation, PyTorch's defaults, and each part of the reference alone.
+INITS = {"reference": ("encoder", "decoder"), "torch": (), "encoder": ("encoder",), "decoder": ("decoder",)}
+
 
 class ReferenceLM(nn.Module):
-    def __init__(self, vocab: int, embed: int = 128, hidden: int = 256, init_range: float = 0.1):
+    def __init__(self, vocab: int, embed: int = 128, hidden: int = 256, init: str = "reference",
+                 init_range: float = 0.1):
         super().__init__()
         self.encoder = nn.Embedding(vocab, embed)
         self.rnn = nn.LSTM(embed, hidden, batch_first=True)
         self.decoder = nn.Linear(hidden, vocab)
-        nn.init.uniform_(self.encoder.weight, -init_range, init_range)
-        nn.init.uniform_(self.decoder.weight, -init_range, init_range)
-        nn.init.zeros_(self.decoder.bias)
+        if "encoder" in INITS[init]:
+            nn.init.uniform_(self.encoder.weight, -init_range, init_range)
+        if "decoder" in INITS[init]:
+            nn.init.uniform_(self.decoder.weight, -init_range, init_range)
+            nn.init.zeros_(self.decoder.bias)
 
     def forward(self, x: Tensor, state):
         out, state = self.rnn(self.encoder(x), state)
@@ -62,9 +70,9 @@ def evaluate(model: ReferenceLM, ids: Tensor, streams: int = 16, window: int = 1
 
 
 def train(ids: dict[str, Tensor], vocab: int, seed: int, epochs: float, batch: int = 64, unroll: int = 8,
-          lr: float = 2e-3, clip: float = 1.0) -> dict:
+          lr: float = 2e-3, clip: float = 1.0, init: str = "reference") -> dict:
     torch.manual_seed(seed)
-    model = ReferenceLM(vocab)
+    model = ReferenceLM(vocab, init=init)
     opt = torch.optim.Adam(model.parameters(), lr=lr)
     data = rows(ids["train"], batch)
     per_epoch = (data.size(1) - 1) // unroll
@@ -84,7 +92,8 @@ def train(ids: dict[str, Tensor], vocab: int, seed: int, epochs: float, batch: i
         opt.step()
     cpu = time.process_time() - start
     model.eval()
-    return {"seed": seed, "steps": steps, "chars": steps * batch * unroll, "train_cpu_seconds": round(cpu, 1),
+    return {"seed": seed, "init": init, "steps": steps, "chars": steps * batch * unroll,
+            "train_cpu_seconds": round(cpu, 1),
             "val_bpc": evaluate(model, ids["valid"]), "test_bpc": evaluate(model, ids["test"])}
 
 
@@ -93,6 +102,9 @@ def main() -> None:
     p.add_argument("--data-dir", required=True, help="folder with PTB's ptb.char.{train,valid,test}.txt")
     p.add_argument("--epochs", type=float, default=1.0, help="passes over the training split")
     p.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
+    p.add_argument("--init", choices=sorted(INITS), default="reference",
+                   help="reference: embedding and decoder weights uniform(-0.1, 0.1), decoder bias 0; torch: "
+                        "PyTorch's defaults; encoder / decoder: only that part of the reference")
     p.add_argument("--threads", type=int, default=1, help="torch threads")
     p.add_argument("--out", required=True, help="JSON file of the records")
     args = p.parse_args()
@@ -102,7 +114,7 @@ def main() -> None:
     dm = CharDataModule(data_dir=args.data_dir, download=False)
     records = []
     for seed in args.seeds:
-        records.append(train(dm.ids, len(dm.symbols), seed, args.epochs))
+        records.append(train(dm.ids, len(dm.symbols), seed, args.epochs, init=args.init))
         print(json.dumps(records[-1]), flush=True)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)

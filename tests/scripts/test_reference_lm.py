@@ -40,3 +40,19 @@ def test_a_short_run_learns_and_reports_its_budget():
     record = ref.train(ids, vocab=8, seed=0, epochs=1.0, batch=4, unroll=8)
     assert record["steps"] == (1400 - 1) // 8 and record["chars"] == record["steps"] * 32
     assert record["val_bpc"] < 0.3 * math.log2(8) and record["test_bpc"] < 0.3 * math.log2(8)
+
+
+def test_each_initialisation_sets_only_its_part():
+    nets = {}
+    for init in ref.INITS:
+        torch.manual_seed(0)
+        nets[init] = ref.ReferenceLM(30, embed=8, hidden=16, init=init)
+    torch_default = nets["torch"]
+    for init, net in nets.items():
+        for part in ("encoder", "decoder"):
+            changed = not torch.equal(getattr(net, part).weight, getattr(torch_default, part).weight)
+            assert changed == (part in ref.INITS[init]), (init, part)
+            if changed:
+                assert getattr(net, part).weight.abs().max() <= 0.1
+        assert torch.equal(net.rnn.weight_hh_l0, torch_default.rnn.weight_hh_l0)
+    assert torch.all(nets["decoder"].decoder.bias == 0) and torch.all(nets["reference"].decoder.bias == 0)
