@@ -21,6 +21,7 @@ spread), val_bpc_vs_chars.png and val_bpc_vs_cpu_seconds.png (mean and min-max b
 from __future__ import annotations
 
 import argparse
+import fcntl
 import json
 import os
 import platform
@@ -50,8 +51,9 @@ def machine() -> dict:
 
 
 def scalars(run_dir: Path) -> dict[str, list[tuple[int, float, float]]]:
-    """tag -> [(step, wall_time, value)] from every TensorBoard event file of a run; the events a
-    resumed run wrote again after its checkpoint replace the orphaned ones (TensorBoard's purge)."""
+    """tag -> [(step, wall_time, value)] from every TensorBoard event file of a run (a resumed run's
+    writer starts with `purge_step`, so what the interrupted process logged after its checkpoint is
+    dropped)."""
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     ea = EventAccumulator(str(run_dir), size_guidance={"scalars": 0})
@@ -63,7 +65,8 @@ def run_dir(runs: Path, name: str, seed: int) -> Path:
     return runs / f"{name}-s{seed}" / "version_0"
 
 
-def launch(cfg_path: Path, name: str, seed: int, args, runs: Path) -> subprocess.Popen:
+def launch(cfg_path: Path, name: str, seed: int, args, runs: Path, lock) -> subprocess.Popen:
+    """Start (or continue, from its latest checkpoint) one run; it inherits the run's lock."""
     cfg = load_config(cfg_path)
     model, data = cfg["model"]["init_args"], cfg["data"]["init_args"]
     cmd = [sys.executable, "-m", "seqdni.train", "--config", str(cfg_path), f"--seed_everything={seed}",
@@ -77,13 +80,16 @@ def launch(cfg_path: Path, name: str, seed: int, args, runs: Path) -> subprocess
         cmd += [f"--trainer.max_time=00:{int(m // 60):02d}:{int(m % 60):02d}:{round(m % 1 * 60):02d}",
                 "--trainer.max_steps=-1"]
     latest = run_dir(runs, name, seed) / "checkpoints" / "latest.ckpt"
-    if latest.is_file():
-        cmd.append(f"--ckpt_path={latest}")  # an interrupted run goes on from where it stopped
+    if latest.is_file():  # an interrupted run goes on from where it stopped
+        step = torch.load(latest, map_location="cpu", weights_only=False)["global_step"]
+        # TensorBoard drops what the interrupted process logged after its checkpoint (step + 1 on: what
+        # the checkpoint's own step logged, a validation included, is not logged again).
+        cmd += [f"--ckpt_path={latest}", f"--trainer.logger.init_args.purge_step={step + 1}"]
     cmd += args.extra
-    log = open(runs / f"{name}-s{seed}.log", "a")
     env = {**os.environ, "OMP_NUM_THREADS": str(args.threads)}
     print(" ".join(cmd), flush=True)
-    return subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
+    with open(runs / f"{name}-s{seed}.log", "a") as log:
+        return subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, pass_fds=(lock.fileno(),))
 
 
 def stopped_early(directory: Path) -> bool | None:
@@ -95,7 +101,7 @@ def stopped_early(directory: Path) -> bool | None:
     states = [s for k, s in callbacks.items() if k.startswith("EarlyStopping")]
     if not states:
         return None
-    return any(s["wait_count"] >= s["patience"] for s in states)
+    return any(s.get("stopping_reason", 0) != 0 or s["wait_count"] >= s["patience"] for s in states)
 
 
 def summarise(cfg_path: Path, name: str, seed: int, runs: Path, seconds: float, rss_kib: int | None) -> dict:
@@ -116,7 +122,7 @@ def summarise(cfg_path: Path, name: str, seed: int, runs: Path, seconds: float, 
     return {
         "name": name, "config": str(cfg_path), "seed": seed, "machine": machine(),
         "chars_seen": steps * per_step, "seconds": round(seconds, 1),
-        "train_cpu_seconds": max(cpu.values()) if cpu else None, "stopped_early": stopped_early(directory),
+        "train_cpu_seconds": cpu[max(cpu)] if cpu else None, "stopped_early": stopped_early(directory),
         "peak_memory_mib": round(max(peak), 1) if peak else (round(rss_kib / 1024, 1) if rss_kib else None),
         "peak_memory_measure": "torch.cuda.max_memory_allocated" if peak else "max RSS of the training process",
         "best_val_bpc": best["bpc"] if best else None, "best_val_at_chars": best["chars"] if best else None,
@@ -128,27 +134,17 @@ def summarise(cfg_path: Path, name: str, seed: int, runs: Path, seconds: float, 
     }
 
 
-def claim(runs: Path, name: str, seed: int) -> bool:
-    """Take the run for this process (`NAME-sSEED.lock` holds its pid), so that several copies of the
-    command share one grid on one machine; a lock whose process is gone is taken over."""
-    lock = runs / f"{name}-s{seed}.lock"
-    for _ in range(2):
-        try:
-            with open(lock, "x") as f:
-                f.write(str(os.getpid()))
-            return True
-        except FileExistsError:
-            text = lock.read_text().strip()
-            try:
-                if text.isdigit() and int(text) > 0:
-                    os.kill(int(text), 0)
-                    return False  # its process is alive
-            except ProcessLookupError:
-                pass
-            except PermissionError:
-                return False
-            lock.unlink(missing_ok=True)
-    return False
+def claim(runs: Path, name: str, seed: int):
+    """The run's lock (`NAME-sSEED.lock`, an exclusive flock) as an open file, or None while another
+    process holds it: several copies of the command share one grid. The training process inherits
+    it, so the lock lasts while either lives, and the system releases it however they end."""
+    f = open(runs / f"{name}-s{seed}.lock", "a")
+    try:
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        f.close()
+        return None
+    return f
 
 
 def restored(records: str | None) -> dict[tuple[str, int], dict]:
@@ -157,49 +153,59 @@ def restored(records: str | None) -> dict[tuple[str, int], dict]:
     return {(r["name"], r["seed"]): r for r in json.loads(Path(records).read_text())["runs"]}
 
 
+def finished(runs: Path, name: str, seed: int, kept: dict) -> dict | None:
+    done = runs / f"{name}-s{seed}" / "result.json"
+    if done.is_file():
+        return json.loads(done.read_text())
+    return kept.get((name, seed))
+
+
 def run_grid(args) -> list[dict]:
+    """Train every (config, seed) without a result, `args.jobs` at a time, seed by seed (the first seed
+    of every config first); then the results of the whole grid, whoever trained them."""
     runs = Path(args.out) / "runs"
     runs.mkdir(parents=True, exist_ok=True)
-    todo, results, kept = [], [], restored(args.records)
+    kept = restored(args.records)
     for name in args.names:
         cfg_path = Path(args.configs) / f"{name}.yaml"
         if not cfg_path.is_file():
             raise SystemExit(f"no config {cfg_path}: --configs must hold {', '.join(args.names)}.yaml")
-    for seed in range(args.seeds):  # seed by seed: the first seeds of every config come first
-        for name in args.names:
-            done = runs / f"{name}-s{seed}" / "result.json"
-            if done.is_file():
-                results.append(json.loads(done.read_text()))
-                print(f"reusing {done}")
-            elif (name, seed) in kept:
-                results.append(kept[name, seed])
-                print(f"restoring {name} seed {seed} from {args.records}")
-            else:
-                todo.append((Path(args.configs) / f"{name}.yaml", name, seed))
+    grid = [(name, seed) for seed in range(args.seeds) for name in args.names]
+    todo = [key for key in grid if finished(runs, *key, kept) is None]
+    print(f"{len(grid) - len(todo)} of {len(grid)} runs finished (reusing them)")
     running: dict[int, tuple] = {}
     while todo or running:
         while todo and len(running) < args.jobs:
-            cfg_path, name, seed = todo.pop(0)
-            if not claim(runs, name, seed):
-                print(f"{name} seed {seed} is running in another process; skipping it")
+            name, seed = todo.pop(0)
+            lock = claim(runs, name, seed)
+            if lock is None:
+                print(f"{name} seed {seed} is being trained by another process; left to it")
                 continue
-            p = launch(cfg_path, name, seed, args, runs)
-            running[p.pid] = (p, cfg_path, name, seed, time.time())
+            if finished(runs, name, seed, kept) is not None:  # finished by another process meanwhile
+                lock.close()
+                continue
+            cfg_path = Path(args.configs) / f"{name}.yaml"
+            p = launch(cfg_path, name, seed, args, runs, lock)
+            running[p.pid] = (p, cfg_path, name, seed, time.time(), lock)
         if not running:
             break
         pid, status, usage = os.wait4(-1, 0)
         if pid not in running:
             continue
-        p, cfg_path, name, seed, start = running.pop(pid)
-        (runs / f"{name}-s{seed}.lock").unlink(missing_ok=True)
-        p.returncode = os.waitstatus_to_exitcode(status)
-        if p.returncode != 0:
-            print(f"{name} seed {seed} failed (exit {p.returncode}); see {runs / f'{name}-s{seed}.log'}")
-            continue
-        r = summarise(cfg_path, name, seed, runs, time.time() - start, usage.ru_maxrss)
-        (runs / f"{name}-s{seed}" / "result.json").write_text(json.dumps(r, indent=2))
-        results.append(r)
-        print(f"{name} seed {seed}: best val {r['best_val_bpc']}, test {r['test_bpc']}", flush=True)
+        p, cfg_path, name, seed, start, lock = running.pop(pid)
+        code = os.waitstatus_to_exitcode(status)
+        r = summarise(cfg_path, name, seed, runs, time.time() - start, usage.ru_maxrss) if code == 0 else None
+        if r is None or r["test_bpc"] is None:  # a run stopped before its end (a signal) is not finished
+            print(f"{name} seed {seed} did not finish (exit {code}); see {runs / f'{name}-s{seed}.log'}; "
+                  "the same command continues it")
+        else:
+            (runs / f"{name}-s{seed}" / "result.json").write_text(json.dumps(r, indent=2))
+            print(f"{name} seed {seed}: best val {r['best_val_bpc']}, test {r['test_bpc']}", flush=True)
+        lock.close()
+    results = [r for key in grid if (r := finished(runs, *key, kept)) is not None]
+    missing = [f"{name} seed {seed}" for name, seed in grid if finished(runs, name, seed, kept) is None]
+    if missing:
+        print(f"not finished yet: {', '.join(missing)}")
     order = {n: i for i, n in enumerate(args.names)}
     return sorted(results, key=lambda r: (order.get(r["name"], len(order)), r["seed"]))
 

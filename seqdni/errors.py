@@ -55,7 +55,10 @@ def reported(run: Callable[[], T], prog: str, args: list[str]) -> T:
     and turned into exit status 1 (unless debugging: then it propagates with its traceback)."""
     try:
         return run()
-    except SystemExit:
+    except SystemExit as stop:
+        if type(stop).__name__ == "SIGTERMException":  # Lightning stopped training on SIGTERM: say so
+            print(f"{prog}: stopped by SIGTERM; resume from the run's latest checkpoint", file=sys.stderr)
+            raise SystemExit(128 + 15) from None
         raise
     except BaseException as raised:  # noqa: BLE001 - only SeqDNIError chains are caught below
         err = find(raised)

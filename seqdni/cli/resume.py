@@ -11,6 +11,7 @@ then the settings compared.
 from __future__ import annotations
 
 import datetime
+import warnings
 from collections.abc import Iterator
 from typing import Any
 
@@ -55,8 +56,30 @@ def saved_settings(checkpoint: dict) -> dict:
     return {"model": model}
 
 
+def added(saved: Any, given: Any, key: str = "") -> Iterator[tuple[str, Any]]:
+    """(dotted key, value given) for each setting given that the saved configuration lacks: an option
+    newer than the checkpoint (within classes both sides share; keys in `MAY_CHANGE` never)."""
+    if key.startswith(MAY_CHANGE) or not (isinstance(saved, dict) and isinstance(given, dict)):
+        return
+    if saved.get("class_path") != given.get("class_path"):
+        return
+    for k in sorted(given.keys() - saved.keys()):
+        full = f"{key}.{k}" if key else k
+        if not full.startswith(MAY_CHANGE):
+            yield full, given[k]
+    for k in saved.keys() & given.keys():
+        yield from added(saved[k], given[k], f"{key}.{k}" if key else k)
+
+
 def check_settings(checkpoint: dict, given: dict, path: str) -> None:
-    """Stop when the settings given would change the experiment the checkpoint belongs to."""
+    """Stop when the settings given would change the experiment the checkpoint belongs to; say which
+    settings the checkpoint does not record (options added since it was written)."""
+    if checkpoint["seqdni"].get("config") is not None:
+        newer = list(added(checkpoint["seqdni"]["config"], given))
+        if newer:
+            listed = "; ".join(f"{k} = {_show(v)}" for k, v in newer)
+            warnings.warn(f"--ckpt_path {path} was written before these settings existed, so it does not record "
+                          f"them; the run goes on with them as given: {listed}", stacklevel=2)
     conflicts = list(differences(saved_settings(checkpoint), given))
     if not conflicts:
         return

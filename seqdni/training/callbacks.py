@@ -10,7 +10,7 @@ from pathlib import Path
 import lightning as L
 import torch
 from lightning.pytorch.callbacks import Checkpoint
-from lightning.pytorch.utilities import rank_zero_info
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 
 from seqdni.data.vocab import render
 from seqdni.errors import UserError
@@ -80,15 +80,15 @@ class LatestCheckpoint(Checkpoint):
 
 
 class TrainingClock(L.Callback):
-    """Logs `time/train_cpu_seconds` after every validation of a fit: the process CPU seconds spent
-    training so far, validations excluded, on the optimiser-step axis of every other scalar. The
-    count is kept in checkpoints, so a resumed run goes on from where it stopped. CPU time, not
-    wall-clock, is what stays comparable on a machine shared with other jobs (one torch thread per
-    run counts one core; threads add up)."""
+    """Logs `time/train_cpu_seconds` after every validation of a fit and when training ends: the
+    process CPU seconds spent training so far, validations excluded, on the optimiser-step axis of
+    every other scalar. The count is kept in checkpoints, so a resumed run goes on from where it
+    stopped. CPU time, not wall-clock, is what stays comparable on a machine shared with other jobs
+    (one torch thread per run counts one core; threads add up)."""
 
     def __init__(self):
         super().__init__()
-        self.seconds, self._since = 0.0, None
+        self.seconds, self._since, self._loaded = 0.0, None, False
 
     def _total(self) -> float:
         return self.seconds + (time.process_time() - self._since if self._since is not None else 0.0)
@@ -96,7 +96,15 @@ class TrainingClock(L.Callback):
     def _pause(self) -> None:
         self.seconds, self._since = self._total(), None
 
+    def _log(self, trainer: L.Trainer) -> None:
+        for logger in trainer.loggers:
+            logger.log_metrics({"time/train_cpu_seconds": self.seconds}, step=trainer.global_step)
+            logger.save()  # on disk before the checkpoint that follows a validation
+
     def on_train_start(self, trainer, pl_module) -> None:
+        if trainer.global_step > 0 and not self._loaded:
+            rank_zero_warn(f"TrainingClock: the checkpoint holds no training time (it predates the callback); "
+                           f"time/train_cpu_seconds counts from this resume at step {trainer.global_step}")
         self._since = time.process_time()
 
     def on_validation_start(self, trainer, pl_module) -> None:
@@ -106,18 +114,18 @@ class TrainingClock(L.Callback):
     def on_validation_end(self, trainer, pl_module) -> None:
         if trainer.sanity_checking or trainer.state.fn != "fit":
             return
-        for logger in trainer.loggers:
-            logger.log_metrics({"time/train_cpu_seconds": self.seconds}, step=trainer.global_step)
+        self._log(trainer)
         self._since = time.process_time()
 
     def on_train_end(self, trainer, pl_module) -> None:
         self._pause()
+        self._log(trainer)
 
     def state_dict(self) -> dict:
         return {"seconds": self._total()}
 
     def load_state_dict(self, state_dict: dict) -> None:
-        self.seconds = float(state_dict["seconds"])
+        self.seconds, self._loaded = float(state_dict["seconds"]), True
 
 
 class SampleText(L.Callback):

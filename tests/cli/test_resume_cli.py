@@ -91,3 +91,17 @@ def test_the_settings_a_resume_may_change_are_not_compared():
     given = {"trainer": {"max_steps": 20, "precision": "bf16-mixed", "logger": {"init_args": {"name": "b"}}},
              "data": {"init_args": {"cache_dir": "/b", "batch_size": 4}}}
     assert [k for k, *_ in resume.differences(saved, given)] == ["trainer.precision"]
+
+
+def test_settings_newer_than_the_checkpoint_are_named_and_conflicts_still_stop():
+    saved = {"model": {"class_path": "seqdni.training.SeqModel", "init_args": {"lr": 0.002, "dni": None}},
+             "trainer": {"max_steps": 10}}
+    checkpoint = {"seqdni": {"config": saved}}
+    given = {"model": {"class_path": "seqdni.training.SeqModel",
+                       "init_args": {"lr": 0.002, "dni": None, "init_range": 0.1}},
+             "trainer": {"max_steps": 20, "max_time": None}}  # stopping rules may change and are not listed
+    with pytest.warns(UserWarning, match=r"before these settings existed.*: model\.init_args\.init_range = 0\.1$"):
+        resume.check_settings(checkpoint, given, "latest.ckpt")
+    given["model"]["init_args"]["lr"] = 0.001
+    with pytest.raises(UserError, match=r"model\.init_args\.lr is 0\.002 in the checkpoint but 0\.001 as given"):
+        resume.check_settings(checkpoint, given, "latest.ckpt")

@@ -117,3 +117,20 @@ def test_the_pipeline_names_a_missing_or_recurrent_config(capsys):
                   "--config configs/ff/nope.yaml is not a file here", "configs/ff/digits-dni.yaml")
     one_paragraph(capsys, pipeline_cli.main, ["--config", "configs/copy/dni2.yaml", "--procs", "2"],
                   "configs/copy/dni2.yaml is not a feed-forward config", "seqdni.training.SeqModel")
+
+
+def test_a_run_stopped_by_sigterm_exits_143_and_says_how_to_go_on(capsys):
+    """Lightning ends training on SIGTERM with a SystemExit of status 0; a grid script must not take
+    the cut run for a finished one."""
+    import pytest
+    from lightning.pytorch.utilities.exceptions import SIGTERMException
+
+    from seqdni.errors import reported
+
+    def stopped():
+        raise SIGTERMException
+
+    with pytest.raises(SystemExit) as exit_info:
+        reported(stopped, "seqdni.train", [])
+    assert exit_info.value.code == 143
+    assert "stopped by SIGTERM; resume from the run's latest checkpoint" in capsys.readouterr().err

@@ -1,5 +1,5 @@
 """`TrainingClock`: the process CPU seconds of training, validations excluded, logged at each
-validation and carried across a resume."""
+validation and at the end, and carried across a resume."""
 
 from __future__ import annotations
 
@@ -52,10 +52,24 @@ def fit(tmp_path, dm, monkeypatch, max_steps, ckpt_path=None):
 
 
 def test_training_seconds_exclude_validation_and_survive_a_resume(tmp_path, tiny_data, monkeypatch):
-    dm = tiny_data()  # window 8, unroll 4: two optimiser steps per batch
-    points = fit(tmp_path, dm, monkeypatch, max_steps=8)
-    assert points == [(4, 2.0), (8, 4.0)]  # one second per batch; the sanity check and validations not counted
+    dm = tiny_data()  # window 8, unroll 4: two optimiser steps per batch, a validation every 2 batches
+    points = fit(tmp_path, dm, monkeypatch, max_steps=10)
+    assert points == [(4, 2.0), (8, 4.0), (10, 5.0)]  # a second per batch; the sanity check and validations not
     saved = torch.load(tmp_path / "c" / "latest.ckpt", weights_only=False)
-    assert saved["callbacks"]["TrainingClock"]["seconds"] == 4.0
-    resumed = fit(tmp_path, dm, monkeypatch, max_steps=12, ckpt_path=str(tmp_path / "c" / "latest.ckpt"))
-    assert resumed == [(12, 6.0)]
+    assert saved["callbacks"]["TrainingClock"]["seconds"] == 5.0
+    resumed = fit(tmp_path, dm, monkeypatch, max_steps=14, ckpt_path=str(tmp_path / "c" / "latest.ckpt"))
+    assert resumed == [(12, 6.0), (14, 7.0)]
+
+
+def test_a_checkpoint_without_the_clock_is_said_to_restart_it(tmp_path, tiny_data, monkeypatch):
+    import pytest
+
+    dm = tiny_data()
+    fit(tmp_path, dm, monkeypatch, max_steps=4)
+    path = tmp_path / "c" / "latest.ckpt"
+    saved = torch.load(path, weights_only=False)
+    del saved["callbacks"]["TrainingClock"]
+    torch.save(saved, path)
+    with pytest.warns(UserWarning, match="holds no training time .* counts from this resume at step 4"):
+        resumed = fit(tmp_path, dm, monkeypatch, max_steps=8, ckpt_path=str(path))
+    assert resumed == [(8, 2.0), (8, 2.0)]
