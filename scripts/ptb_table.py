@@ -173,6 +173,8 @@ def run_grid(args) -> list[dict]:
     grid = [(name, seed) for seed in range(args.seeds) for name in args.names]
     todo = [key for key in grid if finished(runs, *key, kept) is None]
     print(f"{len(grid) - len(todo)} of {len(grid)} runs finished (reusing them)")
+    if args.report:
+        todo = []  # the report of what is finished; nothing trains
     running: dict[int, tuple] = {}
     while todo or running:
         while todo and len(running) < args.jobs:
@@ -367,6 +369,7 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=1, help="OMP_NUM_THREADS of each run")
     p.add_argument("--out", default="ptb_grid", help="output folder (runs, results.json, table.md, PNGs)")
     p.add_argument("--records", help="a results.json whose runs count as finished (a committed grid)")
+    p.add_argument("--report", action="store_true", help="only write the report of the runs finished so far")
     p.add_argument("extra", nargs="*", help="more seqdni.train arguments for every run, after --")
     args = p.parse_args()
     results = run_grid(args)

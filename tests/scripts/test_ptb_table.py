@@ -78,6 +78,11 @@ def test_grid_writes_results_table_plots_and_resumes(text_files, tmp_path):
                                    "--records", str(out / "results.json")), cwd=tmp_path)
     assert restored.returncode == 0, restored.stderr[-3000:]
     assert "1 of 1 runs finished" in restored.stdout and "seqdni.train" not in restored.stdout
+    report = run_python(_command(cfgs, tmp_path / "elsewhere", text_files, tmp_path, "--names", "bptt8", "dni8",
+                                 "--records", str(out / "results.json"), "--report"), cwd=tmp_path)
+    assert report.returncode == 0 and "seqdni.train" not in report.stdout  # dni8 is not trained, only missing
+    assert "not finished yet: dni8 seed 0" in report.stdout
+    assert [r["name"] for r in json.loads((tmp_path / "elsewhere" / "results.json").read_text())["runs"]] == ["bptt8"]
 
     # A run that ends without its test (a signal stopped it) is not finished: no result, the next command continues it.
     cut = run_python(_command(cfgs, tmp_path / "cut", text_files, tmp_path, "--names", "bptt8", "--budget-chars",
