@@ -82,18 +82,23 @@ def golden_params(recorded: dict, flat: bool) -> dict:
 def with_old_init_order(monkeypatch) -> None:
     """The flat-module layout built the hierarchical and two-timescale networks after a character
     LSTM that its `SeqModel` parent made and threw away, so their initial weights came later in the
-    random stream. Draw that network again before each, so the runs start from the recorded weights."""
+    random stream. Draw that network again before each, so the runs start from the recorded weights.
+    Every network starts as it then did, from PyTorch's initialisation (`init_range` None)."""
     from seqdni.nets import CharLSTM
     from seqdni.training import systems
 
     def hier(vocab, embed_dim, hidden_size, num_layers, dropout, *rest):
-        CharLSTM(vocab, embed_dim, hidden_size, num_layers, dropout)
-        return HierLSTM(vocab, embed_dim, hidden_size, num_layers, dropout, *rest)
+        CharLSTM(vocab, embed_dim, hidden_size, num_layers, dropout, init_range=None)
+        return HierLSTM(vocab, embed_dim, hidden_size, num_layers, dropout, *rest[:3], init_range=None)
 
     def two(period, embed_dim, hidden_a, hidden_b, message_size):
-        CharLSTM(10, embed_dim, hidden_a)
+        CharLSTM(10, embed_dim, hidden_a, init_range=None)
         return TwoNets(period, embed_dim, hidden_a, hidden_b, message_size)
 
-    HierLSTM, TwoNets = systems.HierLSTM, systems.TwoNets
+    def flat(*args, **kwargs):
+        return build_network(*args[:6], init_range=None)
+
+    HierLSTM, TwoNets, build_network = systems.HierLSTM, systems.TwoNets, systems.build_network
     monkeypatch.setattr(systems, "HierLSTM", hier)
     monkeypatch.setattr(systems, "TwoNets", two)
+    monkeypatch.setattr(systems, "build_network", flat)

@@ -16,7 +16,8 @@ def tiny_run(tmp_path, dni: DNIOptions | None, steps: int, seed: int = 1) -> tup
     """Copy of 2-bit vectors with T = 2, where N = 2 puts 3 steps between a vector and its copy."""
     L.seed_everything(seed, verbose=False)
     dm = CopyDataModule(batch_size=16, window=60, bits=2, shorter=0.3)
-    lit = SeqModel(dm.task, window=60, unroll=2, embed_dim=16, hidden_size=32, lr=3e-3, dni=dni)
+    lit = SeqModel(dm.task, window=60, unroll=2, embed_dim=16, hidden_size=32, lr=3e-3, dni=dni,
+                   init_range=None)  # the Copy configs' initialisation (configs/base/copy.yaml)
     cur = Curriculum(threshold=0.15, max_level=2)
     trainer(tmp_path, max_steps=steps, val_check_interval=10, callbacks=[cur], enable_checkpointing=False,
             limit_val_batches=None, max_epochs=-1, check_val_every_n_epoch=None).fit(lit, dm)
