@@ -345,7 +345,8 @@ def plots(results: list[dict], out: Path) -> None:
             xs, mean, low, high = band(rs, x_key)
             if not xs:
                 continue
-            line, = ax.plot(xs, mean, "-" if name.startswith("dni") else "--", label=f"{name} ({len(rs)} seed{'s' if len(rs) > 1 else ''})")
+            seeds = f"{len(rs)} seed" + ("s" if len(rs) > 1 else "")
+            line, = ax.plot(xs, mean, "-" if name.startswith("dni") else "--", label=f"{name} ({seeds})")
             ax.fill_between(xs, low, high, color=line.get_color(), alpha=0.2)
         ax.set_xlabel(label)
         ax.set_ylabel("validation bits per character")
