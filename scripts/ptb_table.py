@@ -204,8 +204,9 @@ def run_grid(args) -> list[dict]:
             (runs / f"{name}-s{seed}" / "result.json").write_text(json.dumps(r, indent=2))
             print(f"{name} seed {seed}: best val {r['best_val_bpc']}, test {r['test_bpc']}", flush=True)
         lock.close()
-    results = [r for key in grid if (r := finished(runs, *key, kept)) is not None]
-    missing = [f"{name} seed {seed}" for name, seed in grid if finished(runs, name, seed, kept) is None]
+    found = {key: finished(runs, *key, kept) for key in grid}
+    results = [r for r in found.values() if r is not None]
+    missing = [f"{name} seed {seed}" for (name, seed), r in found.items() if r is None]
     if missing:
         print(f"not finished yet: {', '.join(missing)}")
     order = {n: i for i, n in enumerate(args.names)}
