@@ -2,13 +2,15 @@
 
 Loads a trained DNI checkpoint, runs its unroll (`seqdni.engines.FlatEngine`, the exact training
 computation, parameters left unchanged) over consecutive training windows, and collects at
-each truncation boundary the state s_t, the bootstrapped target (in M's per-sequence units)
+each truncation boundary the state s_t, the target M learns there (in M's per-sequence units:
+bootstrapped after one unroll, or after n with `model.dni.target_unrolls` n, pending or not)
 and M's own prediction M(s_t). It then fits the best *linear* predictor offline (ridge
 regression on the first 80% of boundaries, the ridge chosen on a slice of them) and compares,
 on the held-out 20%:
 
 - `online M`: the checkpoint's synthetic-gradient model;
-- `ridge(s)`: the best linear map from the state, the ceiling for a linear M;
+- `ridge(s)`, `ridge(tanh s)`: the best linear map from the state, or from tanh of it, the ceiling
+  for a linear M (on tanh(s) with `model.dni.squash`);
 - `ridge(s, next input)`: the same with the next input one-hot, the ceiling for a
   conditional linear M;
 - `mean target`: a constant predictor.
@@ -24,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from collections import deque
 
 import torch
 import torch.nn.functional as F
@@ -34,28 +37,34 @@ from seqdni.dni import flatten_state
 
 
 def collect(lm, ids: torch.Tensor, rows: int, unrolls: int, warmup: int):
-    T, engine = lm.hparams.unroll, lm.engine
+    """The state, the target and M's prediction at every boundary whose target is complete, with the
+    next input. With n-step targets (`model.dni.target_unrolls` n > 1, pending or not) a boundary's
+    target is complete n - 1 unrolls later: the first `rows` rows the engine reports then are the
+    oldest waiting state's (parameters never change here, so the engine's recomputed states are the
+    states collected)."""
+    T, engine, n = lm.hparams.unroll, lm.engine, lm.dni.target_unrolls
     length = ids.numel() // rows
-    if warmup + (unrolls + 1) * T + 1 > length:
+    if warmup + (unrolls + n) * T + 1 > length:
         raise ValueError(f"the split is too short for {unrolls} unrolls of {rows} streams; lower --unrolls")
     grid = ids[: rows * length].view(rows, length).long()
     carry = engine.initial_carry(rows, torch.device("cpu"))
     with torch.no_grad():
         _, state = lm.net(grid[:, :warmup], carry.state)
     carry.state = state
+    waiting: deque = deque(maxlen=n)  # (s_t, first input) of the last n boundaries, the oldest first
     states, targets, preds, nexts = [], [], [], []
-    for u in range(unrolls + 1):
+    for u in range(unrolls + n):  # unroll 0 starts no boundary; targets complete from unroll n on
         a = warmup + u * T
         x, y = grid[:, a : a + T], grid[:, a + 1 : a + T + 1]
-        s_t = flatten_state(carry.state)
+        if carry.boundary:  # the first unroll starts no boundary: it has no prediction to train
+            waiting.append((flatten_state(carry.state), x[:, 0]))
         out = engine.unroll(x, y, carry)
-        if out.target is not None:
-            with torch.no_grad():
-                cond = lm.net.condition(x[:, 0]) if lm.dni.conditional else None
-                preds.append(engine.boundary.sg(s_t, cond))
+        if out.target is not None and len(waiting) == n:
+            s_t, first = waiting[0]
             states.append(s_t)
-            targets.append(out.target)
-            nexts.append(x[:, 0])
+            targets.append(out.target[:rows])
+            preds.append(out.prediction[:rows])
+            nexts.append(first)
         carry = out.carry
         engine.zero_grad(set_to_none=True)  # gradients are only read, never applied
     return torch.cat(states), torch.cat(targets), torch.cat(preds), torch.cat(nexts)
@@ -103,10 +112,12 @@ def main() -> None:
     held = G[train:]
     onehot = F.one_hot(nxt, lm.net.vocab_size).float()
     fit_s, lam_s = ridge(S, G, train)
+    fit_t, lam_t = ridge(torch.tanh(S), G, train)
     fit_sx, lam_sx = ridge(torch.cat([S, onehot], dim=1), G, train)
     results = {
         "online M": scores(P[train:], held),
         f"ridge(s), lambda {lam_s:g}": scores(fit_s, held),
+        f"ridge(tanh s), lambda {lam_t:g}": scores(fit_t, held),
         f"ridge(s, next input), lambda {lam_sx:g}": scores(fit_sx, held),
         "mean target": scores(G[:train].mean(0, keepdim=True).expand_as(held), held),
     }

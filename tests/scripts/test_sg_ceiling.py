@@ -1,0 +1,80 @@
+"""scripts/sg_ceiling.py: at every boundary it collects the state, the target M learns there and M's
+prediction, aligned (n-step and pending targets arrive n - 1 unrolls late), and its ridge fit is the
+best linear map."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from helpers import load_script
+
+from seqdni.data.task import Task
+from seqdni.dni import flatten_state
+from seqdni.engines.options import DNIOptions
+from seqdni.training import SeqModel
+
+sg_ceiling = load_script("sg_ceiling")
+
+ROWS, T, WARMUP, UNROLLS = 3, 4, 5, 6
+
+
+def _model(dni: DNIOptions) -> SeqModel:
+    torch.manual_seed(0)
+    lm = SeqModel(task=Task(symbols=list("abcdefg")), window=8, unroll=T, embed_dim=5, hidden_size=6, dni=dni)
+    with torch.no_grad():  # M starts at zero; any M will do for the alignment
+        for p in lm.engine.boundary.parameters():
+            p.normal_(0, 0.3)
+    return lm.train()
+
+
+def _target(lm: SeqModel, s: tuple[torch.Tensor, ...], xs: torch.Tensor, ys: torch.Tensor, n: int) -> torch.Tensor:
+    """By hand: ∂(Σ_{j<n} γ^j · B·T · loss_j)/∂s + γ^n Jᵀ M(s_end), the n-step target in per-sequence units."""
+    gamma = lm.dni.gamma
+    leaf = tuple(t.detach().requires_grad_(True) for t in s)
+    state, total = leaf, 0.0
+    for j in range(n):
+        out, state = lm.net.core(xs[:, j * T : (j + 1) * T], state)
+        total = total + gamma ** j * ROWS * T * lm.net.loss(out, ys[:, j * T : (j + 1) * T])
+    end = flatten_state(state)
+    g = lm.engine.boundary.predict(end, batch_dim=0)
+    total = total + gamma ** n * (g * end).sum()
+    return flatten_state(torch.autograd.grad(total, leaf))
+
+
+@pytest.mark.parametrize("dni", [
+    DNIOptions(hidden=0, scale=0.1, discount=0.1),  # one-step, γ = α
+    DNIOptions(hidden=0, scale=0.1, discount=1.0, squash=True, target_unrolls=3, pending_targets=True),
+    DNIOptions(hidden=0, scale=0.1, discount=0.5, target_unrolls=2),  # n-step, learned once, late
+], ids=["one-step", "pending-3", "n-step-2"])
+def test_collect_pairs_each_boundary_state_with_its_own_target_and_prediction(dni):
+    lm = _model(dni)
+    n = dni.target_unrolls
+    ids = torch.randint(0, 7, (ROWS * (WARMUP + (UNROLLS + n) * T + 1),), generator=torch.Generator().manual_seed(1))
+    S, G, P, nxt = sg_ceiling.collect(lm, ids, ROWS, UNROLLS, WARMUP)
+    assert S.shape == G.shape == P.shape == (UNROLLS * ROWS, 12) and nxt.shape == (UNROLLS * ROWS,)
+
+    grid = ids.view(ROWS, -1)
+    with torch.no_grad():
+        for k in range(UNROLLS):
+            a = WARMUP + (k + 1) * T  # boundary k starts unroll k + 1 (unroll 0 starts none)
+            _, s = lm.net(grid[:, :a])
+            rows = slice(k * ROWS, (k + 1) * ROWS)
+            torch.testing.assert_close(S[rows], flatten_state(s))
+            torch.testing.assert_close(P[rows], lm.engine.boundary.predict(flatten_state(s), batch_dim=0))
+            assert torch.equal(nxt[rows], grid[:, a])
+            with torch.enable_grad():
+                want = _target(lm, s, grid[:, a : a + n * T], grid[:, a + 1 : a + n * T + 1], n)
+            torch.testing.assert_close(G[rows], want, rtol=1e-4, atol=1e-5)
+    assert G.norm() > 0
+
+
+def test_the_ridge_fit_recovers_a_linear_map():
+    torch.manual_seed(0)
+    X = torch.randn(400, 6)
+    W = torch.randn(6, 4)
+    Y = X @ W + 0.5
+    held, lam = sg_ceiling.ridge(X, Y, 300)
+    s = sg_ceiling.scores(held, Y[300:])
+    assert lam == 1e-3 and s["cosine"] > 0.999 and s["explained"] > 0.999
+    zero = sg_ceiling.scores(torch.zeros_like(Y[300:]), Y[300:])
+    assert zero["explained"] == pytest.approx(0.0) and s["explained"] > zero["explained"]
