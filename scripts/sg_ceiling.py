@@ -17,6 +17,8 @@ on the held-out 20%:
 
 Reported per predictor: mean per-example cosine with the target (what `sg/cosine` logs) and
 the explained fraction 1 - |pred - target|^2 / |target|^2 (negative: worse than predicting 0).
+With pending targets, M's cosine is also given by horizon: every waiting state against the target
+it has so far, 1 to n unrolls (`sg/cosine` logs their mean).
 
     python scripts/sg_ceiling.py --ckpt runs/ptb-cpu/dni8/version_0/checkpoints/latest.ckpt \
         --data-dir ../shared/data/ptb --unrolls 600 --out sg_ceiling.json
@@ -52,7 +54,7 @@ def collect(lm, ids: torch.Tensor, rows: int, unrolls: int, warmup: int):
         _, state = lm.net(grid[:, :warmup], carry.state)
     carry.state = state
     waiting: deque = deque(maxlen=n)  # (s_t, first input) of the last n boundaries, the oldest first
-    states, targets, preds, nexts = [], [], [], []
+    states, targets, preds, nexts, horizons = [], [], [], [], []
     for u in range(unrolls + n):  # unroll 0 starts no boundary; targets complete from unroll n on
         a = warmup + u * T
         x, y = grid[:, a : a + T], grid[:, a + 1 : a + T + 1]
@@ -65,9 +67,13 @@ def collect(lm, ids: torch.Tensor, rows: int, unrolls: int, warmup: int):
             targets.append(out.target[:rows])
             preds.append(out.prediction[:rows])
             nexts.append(first)
+            if lm.dni.pending_targets:  # every waiting state against the horizon it has so far
+                horizons.append([F.cosine_similarity(p, t, dim=1).mean().item() for p, t in
+                                 zip(out.prediction.split(rows), out.target.split(rows))])
         carry = out.carry
         engine.zero_grad(set_to_none=True)  # gradients are only read, never applied
-    return torch.cat(states), torch.cat(targets), torch.cat(preds), torch.cat(nexts)
+    by_horizon = [sum(h) / len(horizons) for h in zip(*horizons)][::-1] if horizons else []  # 1 unroll first
+    return torch.cat(states), torch.cat(targets), torch.cat(preds), torch.cat(nexts), by_horizon
 
 
 def scores(pred: torch.Tensor, target: torch.Tensor) -> dict[str, float]:
@@ -106,7 +112,7 @@ def main() -> None:
     if lm.dni is None:
         raise SystemExit(f"{args.ckpt} was trained without DNI: there is no synthetic-gradient model to assess")
     dm = CharDataModule(data_dir=args.data_dir)
-    S, G, P, nxt = collect(lm, dm.ids["train"], args.rows, args.unrolls, args.warmup)
+    S, G, P, nxt, by_horizon = collect(lm, dm.ids["train"], args.rows, args.unrolls, args.warmup)
     n = len(S)
     train = int(0.8 * n)
     held = G[train:]
@@ -126,10 +132,13 @@ def main() -> None:
     print("| predictor | cosine | explained |\n|---|---:|---:|")
     for name, r in results.items():
         print(f"| {name} | {r['cosine']:.4f} | {r['explained']:.4f} |")
+    if by_horizon:
+        print("online M against the pending targets, by the unrolls each has so far (1 to n), mean cosine: "
+              + " ".join(f"{c:.4f}" for c in by_horizon))
     if args.out:
         with open(args.out, "w") as f:
             json.dump({"ckpt": args.ckpt, "boundaries": n, "held_out": n - train, "results": results,
-                       "args": vars(args)}, f, indent=2)
+                       "online_cosine_by_horizon": by_horizon, "args": vars(args)}, f, indent=2)
 
 
 if __name__ == "__main__":

@@ -50,8 +50,12 @@ def test_collect_pairs_each_boundary_state_with_its_own_target_and_prediction(dn
     lm = _model(dni)
     n = dni.target_unrolls
     ids = torch.randint(0, 7, (ROWS * (WARMUP + (UNROLLS + n) * T + 1),), generator=torch.Generator().manual_seed(1))
-    S, G, P, nxt = sg_ceiling.collect(lm, ids, ROWS, UNROLLS, WARMUP)
+    S, G, P, nxt, by_horizon = sg_ceiling.collect(lm, ids, ROWS, UNROLLS, WARMUP)
     assert S.shape == G.shape == P.shape == (UNROLLS * ROWS, 12) and nxt.shape == (UNROLLS * ROWS,)
+    assert len(by_horizon) == (n if dni.pending_targets else 0)
+    if by_horizon:  # the full horizon, the last, is the mean cosine of the collected pairs
+        cos = torch.nn.functional.cosine_similarity(P, G, dim=1).view(UNROLLS, ROWS).mean(1).mean()
+        assert by_horizon[-1] == pytest.approx(cos.item(), abs=1e-5)
 
     grid = ids.view(ROWS, -1)
     with torch.no_grad():
