@@ -8,7 +8,8 @@ and M's own prediction M(s_t). It then fits the best *linear* predictor offline 
 regression on the first 80% of boundaries, the ridge chosen on a slice of them) and compares,
 on the held-out 20%:
 
-- `online M`: the checkpoint's synthetic-gradient model;
+- `online M`: the checkpoint's synthetic-gradient model (with `--learn`, still learning as in
+  training while the core stays fixed);
 - `ridge(s)`, `ridge(tanh s)`: the best linear map from the state, or from tanh of it, the ceiling
   for a linear M (on tanh(s) with `model.dni.squash`);
 - `ridge(s, next input)`: the same with the next input one-hot, the ceiling for a
@@ -38,13 +39,16 @@ from seqdni.data import CharDataModule
 from seqdni.dni import flatten_state
 
 
-def collect(lm, ids: torch.Tensor, rows: int, unrolls: int, warmup: int):
+def collect(lm, ids: torch.Tensor, rows: int, unrolls: int, warmup: int, learn: bool = False):
     """The state, the target and M's prediction at every boundary whose target is complete, with the
     next input. With n-step targets (`model.dni.target_unrolls` n > 1, pending or not) a boundary's
     target is complete n - 1 unrolls later: the first `rows` rows the engine reports then are the
     oldest waiting state's (parameters never change here, so the engine's recomputed states are the
-    states collected)."""
+    states collected). `learn`: M keeps learning as in training (a fresh Adam at its learning rate, its clip),
+    the core stays as it is."""
     T, engine, n = lm.hparams.unroll, lm.engine, lm.dni.target_unrolls
+    m_params = list(engine.boundary.parameters())
+    opt = torch.optim.Adam(m_params, lr=lm.dni.lr) if learn else None
     length = ids.numel() // rows
     if warmup + (unrolls + n) * T + 1 > length:
         raise ValueError(f"the split is too short for {unrolls} unrolls of {rows} streams; lower --unrolls")
@@ -71,7 +75,13 @@ def collect(lm, ids: torch.Tensor, rows: int, unrolls: int, warmup: int):
                 horizons.append([F.cosine_similarity(p, t, dim=1).mean().item() for p, t in
                                  zip(out.prediction.split(rows), out.target.split(rows))])
         carry = out.carry
-        engine.zero_grad(set_to_none=True)  # gradients are only read, never applied
+        engine.zero_grad(set_to_none=True)  # the core's gradients are only read, never applied
+        if opt is not None and out.sg_loss is not None:
+            out.sg_loss.backward()
+            if lm.dni.clip > 0:
+                torch.nn.utils.clip_grad_norm_(m_params, lm.dni.clip)
+            opt.step()
+            opt.zero_grad(set_to_none=True)
     by_horizon = [sum(h) / len(horizons) for h in zip(*horizons)][::-1] if horizons else []  # 1 unroll first
     return torch.cat(states), torch.cat(targets), torch.cat(preds), torch.cat(nexts), by_horizon
 
@@ -104,6 +114,9 @@ def main() -> None:
     p.add_argument("--unrolls", type=int, default=600, help="boundaries per stream")
     p.add_argument("--warmup", type=int, default=200, help="steps that warm the state up first")
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--learn", action="store_true",
+                   help="M keeps learning during the pass, as in training (the core does not): its predictions "
+                        "are then scored online, each before M's step on it")
     p.add_argument("--out", help="write the results as JSON here")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
@@ -112,7 +125,7 @@ def main() -> None:
     if lm.dni is None:
         raise SystemExit(f"{args.ckpt} was trained without DNI: there is no synthetic-gradient model to assess")
     dm = CharDataModule(data_dir=args.data_dir)
-    S, G, P, nxt, by_horizon = collect(lm, dm.ids["train"], args.rows, args.unrolls, args.warmup)
+    S, G, P, nxt, by_horizon = collect(lm, dm.ids["train"], args.rows, args.unrolls, args.warmup, args.learn)
     n = len(S)
     train = int(0.8 * n)
     held = G[train:]

@@ -137,6 +137,8 @@ class FlatEngine(NStepTargets, Unrolling, RecurrentEval, nn.Module):
             sg_loss, prediction, target = self._learn(y, carry, s_t, fwd, g, cond_t)
         elif n_step and self.dni.pending_targets and history:
             sg_loss, prediction, target = self._learn_pending(history, g)
+            b = y.size(0)  # the newest state, which M has not learned yet (the others it has, at earlier updates)
+            stats["sg/cosine_new"] = cosine(prediction[-b:], target[-b:])
         elif n_step and len(history) == self.dni.target_unrolls:
             sg_loss, prediction, target = self._learn_n_step(history, g)
         if n_step and len(history) == self.dni.target_unrolls:

@@ -138,6 +138,23 @@ def test_pending_targets_give_every_waiting_state_its_target_so_far(gamma):
     assert len(outs[-1].carry.history) == n - 1
 
 
+def test_pending_targets_log_m_on_the_state_it_has_not_learned_yet():
+    """`sg/cosine` runs over every waiting state, which M has learned at earlier updates on nearly the
+    same targets; `sg/cosine_new` is M against the newest state's target alone."""
+    x, y = random_ids(5 * T)
+    e = flat_engine(char_lstm(), DNIOptions(scale=0.3, discount=1.0, target_unrolls=3, pending_targets=True))
+    randomize(e.boundary.sg, std=0.3)
+    outs = unroll_all(e, x, y, T)
+    assert "sg/cosine_new" not in outs[0].stats
+    for o in outs[1:]:
+        b = y.size(0)
+        new = F.cosine_similarity(o.prediction[-b:], o.target[-b:], dim=1).mean()
+        torch.testing.assert_close(o.stats["sg/cosine_new"], new)
+    assert outs[-1].prediction.size(0) == 3 * y.size(0)  # three waiting states: the new one is a third of the rows
+    _, stats = e.summarise(outs)
+    assert "sg/cosine_new" in stats and "sg/cosine" in stats
+
+
 def reset_bit_data(steps: int) -> tuple[torch.Tensor, torch.Tensor]:
     """`bit_data` with one more input channel: 1 on the step after each episode end (a reset)."""
     x, y = bit_data(steps=steps)

@@ -82,3 +82,14 @@ def test_the_ridge_fit_recovers_a_linear_map():
     assert lam == 1e-3 and s["cosine"] > 0.999 and s["explained"] > 0.999
     zero = sg_ceiling.scores(torch.zeros_like(Y[300:]), Y[300:])
     assert zero["explained"] == pytest.approx(0.0) and s["explained"] > zero["explained"]
+
+
+@pytest.mark.parametrize("learn", [False, True])
+def test_only_m_learns_and_only_when_asked(learn):
+    lm = _model(DNIOptions(hidden=0, scale=0.1, discount=1.0, squash=True, target_unrolls=3, pending_targets=True))
+    before = {k: v.clone() for k, v in lm.engine.state_dict().items()}
+    ids = torch.randint(0, 7, (ROWS * (WARMUP + (UNROLLS + 3) * T + 1),), generator=torch.Generator().manual_seed(2))
+    sg_ceiling.collect(lm, ids, ROWS, UNROLLS, WARMUP, learn=learn)
+    after = lm.engine.state_dict()
+    moved = {k for k in before if not torch.equal(before[k], after[k])}
+    assert moved == ({k for k in before if k.startswith("boundary.")} if learn else set())
