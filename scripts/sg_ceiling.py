@@ -150,7 +150,9 @@ def main() -> None:
               + " ".join(f"{c:.4f}" for c in by_horizon))
     if args.out:
         with open(args.out, "w") as f:
-            json.dump({"ckpt": args.ckpt, "boundaries": n, "held_out": n - train, "results": results,
+            json.dump({"ckpt": args.ckpt, "boundaries": n, "held_out": n - train,
+                       "target_norm": held.norm(dim=1).mean().item(),
+                       "prediction_norm": P[train:].norm(dim=1).mean().item(), "results": results,
                        "online_cosine_by_horizon": by_horizon, "args": vars(args)}, f, indent=2)
 
 
