@@ -14,6 +14,8 @@ on the held-out 20%:
   for a linear M (on tanh(s) with `model.dni.squash`);
 - `ridge(s, next input)`: the same with the next input one-hot, the ceiling for a
   conditional linear M;
+- `mlp<W>(tanh s)` with `--mlp W`: a one-hidden-layer MLP of width W on tanh of the state, the
+  epoch kept by a validation slice (what a nonlinear M could reach);
 - `mean target`: a constant predictor.
 
 Reported per predictor: mean per-example cosine with the target (what `sg/cosine` logs) and
@@ -29,7 +31,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from collections import deque
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -37,6 +41,9 @@ import torch.nn.functional as F
 from seqdni.cli.sample import load_checkpoint
 from seqdni.data import CharDataModule
 from seqdni.dni import flatten_state
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from copy_sg_ceiling import mlp, scores  # noqa: E402  (the same scores and MLP fit as the Copy ceiling)
 
 
 def collect(lm, ids: torch.Tensor, rows: int, unrolls: int, warmup: int, learn: bool = False):
@@ -86,11 +93,6 @@ def collect(lm, ids: torch.Tensor, rows: int, unrolls: int, warmup: int, learn: 
     return torch.cat(states), torch.cat(targets), torch.cat(preds), torch.cat(nexts), by_horizon
 
 
-def scores(pred: torch.Tensor, target: torch.Tensor) -> dict[str, float]:
-    return {"cosine": F.cosine_similarity(pred, target, dim=1).mean().item(),
-            "explained": 1.0 - (pred - target).pow(2).sum().item() / target.pow(2).sum().item()}
-
-
 def ridge(features: torch.Tensor, target: torch.Tensor, train: int) -> tuple[torch.Tensor, float]:
     """Held-out predictions of the best ridge fit (lambda chosen on the last fifth of `train`)."""
     X = torch.cat([features, torch.ones(len(features), 1)], dim=1).double()
@@ -114,6 +116,8 @@ def main() -> None:
     p.add_argument("--unrolls", type=int, default=600, help="boundaries per stream")
     p.add_argument("--warmup", type=int, default=200, help="steps that warm the state up first")
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--mlp", type=int, default=0,
+                   help="> 0: also fit a one-hidden-layer MLP of this width on tanh of the state")
     p.add_argument("--learn", action="store_true",
                    help="M keeps learning during the pass, as in training (the core does not): its predictions "
                         "are then scored online, each before M's step on it")
@@ -138,6 +142,7 @@ def main() -> None:
         f"ridge(s), lambda {lam_s:g}": scores(fit_s, held),
         f"ridge(tanh s), lambda {lam_t:g}": scores(fit_t, held),
         f"ridge(s, next input), lambda {lam_sx:g}": scores(fit_sx, held),
+        **({f"mlp{args.mlp}(tanh s)": scores(mlp(torch.tanh(S), G, train, args.mlp), held)} if args.mlp else {}),
         "mean target": scores(G[:train].mean(0, keepdim=True).expand_as(held), held),
     }
     print(f"{args.ckpt}: {n} boundaries ({args.rows} streams x {args.unrolls}), held out {n - train}; "

@@ -4,9 +4,12 @@ best linear map."""
 
 from __future__ import annotations
 
+import json
+import re
+
 import pytest
 import torch
-from helpers import load_script
+from helpers import ROOT, load_script, run_cli, run_python, write_ptb
 
 from seqdni.data.task import Task
 from seqdni.dni import flatten_state
@@ -93,3 +96,27 @@ def test_only_m_learns_and_only_when_asked(learn):
     after = lm.engine.state_dict()
     moved = {k for k in before if not torch.equal(before[k], after[k])}
     assert moved == ({k for k in before if k.startswith("boundary.")} if learn else set())
+
+
+@pytest.mark.slow
+def test_the_script_scores_a_pending_dni_checkpoint_end_to_end(tmp_path):
+    """Train a tiny DNI run with pending targets on PTB-named files, then run the script on its checkpoint."""
+    text = "the cat sat on the mat _ a dog ran in the fog _ " * 40
+    data = write_ptb(tmp_path / "ptb", "char", {"train": text, "valid": text[:400], "test": text[:400]})
+    res = run_cli("seqdni.train", [
+        "--config", str(ROOT / "configs/smoke.yaml"), f"--data.data_dir={data}", f"--data.cache_dir={tmp_path / 'c'}",
+        "--data.download=false", f"--trainer.logger.init_args.save_dir={tmp_path / 'runs'}", "--trainer.max_steps=12",
+        "--model.init_args.dni={scale: 0.1, discount: 1.0, squash: true, target_unrolls: 3, pending_targets: true}"],
+        tmp_path)
+    assert res.returncode == 0, res.stderr[-3000:]
+    ckpt = next((tmp_path / "runs").rglob("latest.ckpt"))
+    out = tmp_path / "ceiling.json"
+    res = run_python([str(ROOT / "scripts/sg_ceiling.py"), "--ckpt", str(ckpt), "--data-dir", str(data), "--rows", "4",
+                      "--unrolls", "30", "--warmup", "8", "--mlp", "8", "--learn", "--out", str(out)], tmp_path)
+    assert res.returncode == 0, res.stderr[-3000:]
+    got = json.loads(out.read_text())
+    assert got["boundaries"] == 4 * 30 and got["held_out"] == 24 and got["target_norm"] > 0
+    assert len(got["online_cosine_by_horizon"]) == 3
+    names = {re.sub(r", lambda .*", "", k) for k in got["results"]}
+    assert names == {"online M", "ridge(s)", "ridge(tanh s)", "ridge(s, next input)", "mlp8(tanh s)", "mean target"}
+    assert all(-1 <= r["cosine"] <= 1 for r in got["results"].values())
