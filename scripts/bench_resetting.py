@@ -2,14 +2,18 @@
 of Copy configs, in one process.
 
 `BitLSTM` with `data.resets` runs its one-layer recurrence with the closed-form backward of
-`seqdni.nets.resetting` from `seqdni.nets.lstm.CLOSED_FORM_STEPS` steps on. The variant `autograd`
-raises that threshold past every unroll, so the same recurrence is differentiated by autograd; the
-variant `closed-form` sets it to 1 (every unroll) and `shipped` keeps it. Each config's engine is
+`seqdni.nets.resetting` from `seqdni.nets.lstm.CLOSED_FORM_STEPS` steps on, and so does every one-layer
+core in a pass for state gradients alone (the n-step targets' recomputation, the probe). The variant
+`autograd` raises that threshold past every unroll, so the same recurrence is differentiated by
+autograd (nn.LSTM's, where no stream resets); the variant `closed-form` sets it to 1 (every unroll)
+and `shipped` keeps it. Each config's engine is
 driven by `seqdni.engines.Steps` over the same batches (`bench_n_step.timed_updates`: no Lightning,
 validation or logging); the variants alternate in ABBA order over `--repeats`, and the medians and
 ratios to `autograd` are reported.
 
     python scripts/bench_resetting.py --out docs/bench/resetting-cpu.json
+    SEQDNI_DATA_DIR=../shared/data/ptb python scripts/bench_resetting.py --configs configs/ptb-cpu/bptt8.yaml \
+        configs/ptb-cpu/dni8.yaml configs/ptb-cpu/dni40.yaml --out docs/bench/resetting-ptb-cpu.json
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ import argparse
 import json
 import platform
 import statistics
+import sys
 
 import torch
 from bench_n_step import timed_updates  # the same timed loop over the engine's updates
@@ -63,7 +68,7 @@ def main(argv: list[str] | None = None) -> dict:
                            "speedup_over_autograd": {v: med["autograd"] / m for v, m in med.items()}}
         print(config, {v: f"{med['autograd'] / m:.2f}x" for v, m in med.items()}, flush=True)
     summary = {"machine": f"{platform.machine()}, {platform.processor() or 'cpu'}, torch {torch.__version__}, 1 thread",
-               "command": " ".join(["python", "scripts/bench_resetting.py", *(argv or [])]),
+               "command": " ".join(["python", "scripts/bench_resetting.py", *(sys.argv[1:] if argv is None else argv)]),
                "closed_form_steps": lstm.CLOSED_FORM_STEPS, "results": results}
     if a.out:
         with open(a.out, "w") as f:

@@ -5,7 +5,8 @@ nn.LSTM's fused kernel cannot zero rows between its steps, and the same recurren
 records a dozen nodes a step. Here the step loop runs once forward, keeping the gate activations,
 and once backward in closed form, one matrix product a step each way, and the recurrent weights'
 gradient as one product over all steps, Σ_t dz_tᵀ h_t (dz: the gradient at the gate pre-activations),
-when they require it. `BitLSTM` uses it from `seqdni.nets.lstm.CLOSED_FORM_STEPS` steps on. On the
+when they require it. `BitLSTM` uses it from `seqdni.nets.lstm.CLOSED_FORM_STEPS` steps on, and so
+does any one-layer core whose weights are frozen (a pass for state gradients alone). On the
 Copy core (256 units, batch 32, one CPU thread) a 60-step unroll's update runs 2.7× faster than under
 autograd, while DNI's 2-5-step unrolls, whose cost is per-operation overhead elsewhere, gained nothing
 (`scripts/bench_resetting.py`, `docs/bench/resetting-cpu.json`).

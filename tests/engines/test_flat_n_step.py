@@ -16,6 +16,7 @@ from seqdni.dni import detach_state, flatten_state
 from seqdni.engines import DNIOptions, FlatEngine
 from seqdni.engines.base import state_gradients_only
 from seqdni.nets import BitLSTM
+from seqdni.nets.lstm import CLOSED_FORM_STEPS
 
 
 def expected_target(e: FlatEngine, s, xs, ys, gamma: float, loss) -> torch.Tensor:
@@ -115,11 +116,15 @@ def test_bad_target_unrolls_names_the_keys(kw, match):
 
 
 # ---- pending_targets: every state awaiting its n-step target learns at every update ----------------
-@pytest.mark.parametrize("gamma", [1.0, 0.7])
-def test_pending_targets_give_every_waiting_state_its_target_so_far(gamma):
+@pytest.mark.parametrize("gamma,layers,T", [
+    (1.0, 2, T), (0.7, 2, T),
+    (0.7, 1, CLOSED_FORM_STEPS),  # the recomputation runs the closed-form recurrence (weights frozen)
+])
+def test_pending_targets_give_every_waiting_state_its_target_so_far(gamma, layers, T):
     n = 3
     x, y = random_ids((n + 3) * T)
-    e = flat_engine(char_lstm(), DNIOptions(scale=0.3, discount=gamma, target_unrolls=n, pending_targets=True))
+    dni = DNIOptions(scale=0.3, discount=gamma, target_unrolls=n, pending_targets=True)
+    e = FlatEngine(char_lstm(layers=layers), T, dni).double()
     randomize(e.boundary.sg, std=0.3)
     outs = unroll_all(e, x, y, T)  # no optimiser steps: the recomputed states are the stored ones
 

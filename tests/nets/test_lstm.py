@@ -6,6 +6,9 @@ import pytest
 import torch
 from helpers import B, T, char_lstm, random_ids
 
+import seqdni.nets.lstm as lstm_module
+from seqdni.nets.resetting import resetting_lstm
+
 
 def test_core_steps_equals_the_fused_core_and_returns_every_state():
     net = char_lstm()
@@ -55,3 +58,34 @@ def test_step_states_with_graph_give_core_steps_gradients(layers):
     for g, w in zip(got, want):
         torch.testing.assert_close(g, w, rtol=1e-10, atol=1e-12)
     assert max(g.abs().max() for g in got if g is not None) > 1e-3
+
+
+@pytest.mark.parametrize("layers", [1, 2])
+def test_a_core_with_frozen_weights_gives_nn_lstms_outputs_and_state_gradients(layers, monkeypatch):
+    """Gradients with respect to states alone (weights frozen, as for an n-step target): a one-layer
+    core of `CLOSED_FORM_STEPS` steps or more runs the closed-form recurrence, with nn.LSTM's outputs,
+    final state and state gradients; a deeper core, or one whose weights train, keeps nn.LSTM."""
+    calls = []
+    monkeypatch.setattr(lstm_module, "resetting_lstm", lambda *a: calls.append(1) or resetting_lstm(*a))
+    net = char_lstm(layers=layers)
+    x, _ = random_ids(lstm_module.CLOSED_FORM_STEPS + 3)
+    s0 = tuple(torch.randn_like(t) for t in net.init_state(B))
+    w = torch.randn(B, x.size(1), net.hidden_size, dtype=torch.float64)
+
+    def run():
+        leaves = tuple(t.clone().requires_grad_() for t in s0)
+        out, (h, c) = net.core(x, leaves)
+        grads = torch.autograd.grad((out * w).sum() + h.pow(2).sum() + c.sum(), leaves)
+        return out.detach(), h.detach(), c.detach(), *grads
+
+    want = run()
+    assert not calls  # weights that train: nn.LSTM
+    for p in net.parameters():
+        p.requires_grad_(False)
+    got = run()
+    assert len(calls) == (layers == 1)
+    for a, b in zip(got, want):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-14)
+    calls.clear()
+    net.core(x[:, : lstm_module.CLOSED_FORM_STEPS - 1], s0)  # too short to pay: nn.LSTM
+    assert not calls
