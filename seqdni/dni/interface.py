@@ -81,14 +81,20 @@ class Interface(nn.Module):
         return torch.cat(grads) * n_recv
 
     def remainder(self, end: State, g: Tensor, leaf: State, batch_dim: int = 1, retain_graph: bool = False,
-                  discount: Tensor | None = None) -> Tensor:
+                  discount: Tensor | None = None, sent: Tensor | None = None) -> Tensor:
         """A bootstrapped target's future term beyond the injected one, (γ - α) · Jᵀ g, where J is
         ∂end/∂leaf (`BoundaryOptions.discount`; one extra vector-Jacobian product; `end`'s graph
         must still be alive). `discount`: one γ per row of g instead of the options' γ (0 where
         an episode ended, so the target keeps no future term there). J is block-diagonal over
-        the rows (independent streams), so a per-row γ scales g's rows before the product."""
-        coef = (self.opts.gamma if discount is None else discount) - self.opts.scale
-        g = g * coef.reshape(-1, 1) if isinstance(coef, Tensor) else g * coef
+        the rows (independent streams), so a per-row γ scales g's rows before the product.
+        `sent`: what the sender received in g's place (a control), when it is not g: the backward
+        pass then carried α Jᵀ sent, and the remainder is Jᵀ (γ g - α sent)."""
+        gamma = self.opts.gamma if discount is None else discount
+        if sent is None:
+            coef = gamma - self.opts.scale
+            g = g * coef.reshape(-1, 1) if isinstance(coef, Tensor) else g * coef
+        else:
+            g = (g * gamma.reshape(-1, 1) if isinstance(gamma, Tensor) else g * gamma) - self.opts.scale * sent
         rest = torch.autograd.grad(boundary_injection(end, g, 1.0, batch_dim), as_tuple(leaf),
                                    retain_graph=retain_graph)
         return flatten_state(tuple(rest), batch_dim)

@@ -124,9 +124,9 @@ class FlatEngine(NStepTargets, Unrolling, RecurrentEval, nn.Module):
         redo = self._aux_states(carry) if self.aux is not None else None
         fwd = self._forward(x, s_t)
         loss = self.net.loss(fwd.out, y)
-        objective, stats, g, live = loss, {}, None, None
+        objective, stats, g, live, sent = loss, {}, None, None, None
         if self.boundary is not None:
-            terms, g, live = self._dni_terms(x, y, fwd, redo, stats, cond_end)
+            terms, g, live, sent = self._dni_terms(x, y, fwd, redo, stats, cond_end)
             for term in terms:
                 objective = objective + term
         keep = fwd.graph is not None  # the graph outlives this backward: the next unroll trains its states
@@ -134,7 +134,7 @@ class FlatEngine(NStepTargets, Unrolling, RecurrentEval, nn.Module):
         sg_loss = target = prediction = None
         history = self._history(carry, s_t, x, y, cond_t) if n_step else ()
         if want_target:
-            sg_loss, prediction, target = self._learn(y, carry, s_t, fwd, g, cond_t)
+            sg_loss, prediction, target = self._learn(y, carry, s_t, fwd, g, sent, cond_t)
         elif n_step and self.dni.pending_targets and history:
             sg_loss, prediction, target = self._learn_pending(history, g)
             b = y.size(0)  # the newest state, which M has not learned yet (the others it has, at earlier updates)
@@ -170,9 +170,10 @@ class FlatEngine(NStepTargets, Unrolling, RecurrentEval, nn.Module):
         return Forward(out, end, None, None)
 
     def _dni_terms(self, x: Tensor, y: Tensor, fwd: Forward, redo: Tensor | None, stats: dict,
-                   cond: Tensor | None) -> tuple[list[Tensor], Tensor, Tensor | None]:
+                   cond: Tensor | None) -> tuple[list[Tensor], Tensor, Tensor | None, Tensor]:
         """The injection of M(s_{t+T}) (and, for DNI + Aux, the auxiliary loss); returns M(s_{t+T}),
-        and with `reuse` the same prediction with its graph (M's next regression input)."""
+        with `reuse` the same prediction with its graph (M's next regression input), and what
+        the core received (`injection`: M(s_{t+T}), or another stream's)."""
         batch, n, live = y.size(0), y.size(0) * y.size(1), None  # n: positions the mean loss runs over
         if fwd.states is None:
             flat_end = flatten_state(fwd.end)
@@ -185,7 +186,8 @@ class FlatEngine(NStepTargets, Unrolling, RecurrentEval, nn.Module):
             flat_end = flatten_state(fwd.end)
             g_steps = self.boundary.predict(fwd.states, self._cond_steps(x, y), batch_dim=0)
             g = g_steps[-batch:]
-        terms = [self.boundary.inject(flat_end, g, n, batch_dim=0)]
+        sent = self._shuffled(g) if self.dni.shuffled else g
+        terms = [self.boundary.inject(flat_end, sent, n, batch_dim=0)]
         if self.aux is not None and redo is not None:  # Â(s_τ) ≈ M(s_{τ+T}) for the previous unroll's steps
             m = min(redo.size(0), g_steps.size(0))
             aux_pred, aux_target = self.aux(redo[-m:]), g_steps[-m:]
@@ -193,16 +195,28 @@ class FlatEngine(NStepTargets, Unrolling, RecurrentEval, nn.Module):
             terms.append(self.dni.aux_weight * aux_loss)
             stats["sg/aux_loss"] = aux_loss.detach()
             stats["sg/aux_cosine"] = cosine(aux_pred.detach(), aux_target)
-        return terms, g, live
+        return terms, g, live, sent
 
-    def _learn(self, y: Tensor, carry: Carry, s_t: tuple[Tensor, ...], fwd: Forward, g: Tensor,
+    @staticmethod
+    def _shuffled(g: Tensor) -> Tensor:
+        """`injection: shuffled`: g's rows (streams) rotated by a random offset in 1 .. B - 1, so
+        every stream gets another's row (drawn on g's device: no host sync)."""
+        b = g.size(0)
+        if b < 2:
+            raise UserError("model.dni.injection shuffled gives each stream another stream's synthetic gradient, "
+                            "which a batch of one stream does not have; use data.batch_size >= 2")
+        shift = torch.randint(1, b, (1,), device=g.device)
+        return g[(torch.arange(b, device=g.device) + shift) % b]
+
+    def _learn(self, y: Tensor, carry: Carry, s_t: tuple[Tensor, ...], fwd: Forward, g: Tensor, sent: Tensor,
                cond: Tensor | None) -> tuple[Tensor, Tensor, Tensor]:
         """M(s_t) against its bootstrapped target: the loss, the prediction and the target."""
         n = y.size(0) * y.size(1)
         target = self.boundary.target([s_t], n)
-        if self.dni.second_pass:  # γ ≠ α, or an episode ended: add (γ - α) Jᵀ M(s_{t+T})
+        if self.dni.second_pass:  # γ ≠ α, an episode ended, or a control injection: add Jᵀ (γ g - α sent)
             target = target + self.boundary.remainder(fwd.end, g, s_t, discount=self._discounts(y, g),
-                                                      retain_graph=fwd.graph is not None)
+                                                      retain_graph=fwd.graph is not None,
+                                                      sent=sent if self.dni.shuffled else None)
         if carry.prediction is not None:  # `reuse`: M(s_t) as made for the previous unroll's injection
             loss = regression_loss(carry.prediction, target)
             return loss, carry.prediction.detach(), target.detach()

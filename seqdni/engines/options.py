@@ -4,6 +4,7 @@ engine's own (conditional M, the kept core step, DNI + Aux, reuse, episodes)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 from seqdni.dni import BoundaryOptions
 from seqdni.errors import UserError
@@ -89,6 +90,14 @@ class DNIOptions(BoundaryOptions):
             n-step one on the Copy configs). M reads the states as the current weights
             recompute them from the oldest stored one. With `episodic`, needs streams that reset the
             state at each episode start (`data.resets`).
+        injection: What the core receives at each boundary. "prediction": scale · M(s_{t+T}), M's
+            prediction for its own state (DNI). "shuffled", a control: the same predictions with the
+            batch's streams rotated by a random non-zero offset at every boundary, so each stream
+            receives another stream's synthetic gradient, of the same size and distribution but
+            carrying nothing about its own future. M learns exactly as with "prediction" (its
+            one-step target is corrected for what was injected, one more vector-Jacobian product). A
+            gain over BPTT that survives it does not come from credit assignment. Needs at least two
+            streams per batch.
         least_squares: > 0: M is not trained by its optimiser but fitted in closed form, at every
             update, to its targets of about this many recent updates (an exponentially weighted
             ridge regression, `seqdni.dni.LeastSquares`); `lr` and `clip` then do nothing. 0: Adam.
@@ -109,16 +118,25 @@ class DNIOptions(BoundaryOptions):
     episodic: bool = False
     target_unrolls: int = 1
     pending_targets: bool = False
+    injection: Literal["prediction", "shuffled"] = "prediction"
     least_squares: int = 0
     ridge: float = 0.01
     solve_every: int = 10
 
     @property
     def second_pass(self) -> bool:
-        return super().second_pass or self.episodic
+        return super().second_pass or self.episodic or self.shuffled
+
+    @property
+    def shuffled(self) -> bool:
+        """The control injection: each stream receives another stream's synthetic gradient."""
+        return self.injection == "shuffled"
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        if self.injection not in ("prediction", "shuffled"):
+            raise UserError(f"model.dni.injection is what the core receives at a boundary, \"prediction\" (DNI) or "
+                            f"\"shuffled\" (the control: another stream's prediction); got {self.injection!r}")
         if self.aux_weight < 0:
             raise UserError(f"model.dni.aux_weight must be >= 0, got {self.aux_weight}")
         if self.target_unrolls < 1:

@@ -1,0 +1,83 @@
+"""The control injection (`DNIOptions.injection: shuffled`): each stream's core receives another
+stream's synthetic gradient, while M learns exactly what it learns under DNI."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+from helpers import B, T, V, char_lstm, flat_engine, grads, random_ids, randomize, unroll_all
+
+from seqdni.dni import flatten_state
+from seqdni.engines import DNIOptions
+
+
+def one_unroll_gradients(e, x, y, sent_rows) -> list[torch.Tensor]:
+    """By autograd alone: the core's gradient of one unroll from the zero state, its mean loss plus
+    <α · sent / (B·T), s_end>, where `sent_rows(g)` picks what each stream receives of M(s_end)'s rows."""
+    net = e.net
+    for p in net.parameters():
+        p.grad = None
+    out, s_end = net.core(x, net.init_state(B))
+    loss = F.cross_entropy(net.logits(out).reshape(-1, V), y.reshape(-1))
+    flat = flatten_state(s_end)
+    g = e.boundary.sg(flat.detach()).detach()
+    (loss + (e.dni.scale / (B * T) * sent_rows(g) * flat).sum()).backward()
+    return grads(net.parameters())
+
+
+def test_each_stream_receives_another_streams_prediction():
+    x, y = random_ids(T)
+    e = flat_engine(char_lstm(), DNIOptions(scale=0.5, injection="shuffled"))
+    randomize(e.boundary.sg, std=0.3)
+    torch.manual_seed(7)
+    shift = int(torch.randint(1, B, (1,)))  # the engine's draw, replayed
+    rotated = one_unroll_gradients(e, x, y, lambda g: g.roll(-shift, dims=0))
+    own = one_unroll_gradients(e, x, y, lambda g: g)
+    e.zero_grad(set_to_none=True)
+    torch.manual_seed(7)
+    unroll_all(e, x, y, T)
+    got = grads(e.net.parameters())
+    for a, b in zip(got, rotated):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
+    assert max((a - b).abs().max() for a, b in zip(got, own)) > 1e-6  # not what DNI would have injected
+    assert 1 <= shift < B  # no stream gets its own prediction
+
+
+def test_the_offset_is_drawn_afresh_at_every_boundary():
+    e = flat_engine(char_lstm(), DNIOptions(injection="shuffled"))
+    g = torch.arange(B, dtype=torch.float64).unsqueeze(1).expand(B, 4)
+    torch.manual_seed(0)
+    shifts = {int(e._shuffled(g)[0, 0]) for _ in range(40)}  # row 0 receives row `shift`
+    assert shifts == set(range(1, B))  # every non-zero offset, never zero
+
+
+@pytest.mark.parametrize("kw", [
+    {"scale": 0.3},  # one-step, γ = α: the target is corrected for what was injected
+    {"scale": 0.3, "discount": 0.9},
+    {"scale": 0.3, "discount": 1.0, "target_unrolls": 2, "pending_targets": True},
+])
+def test_m_learns_the_targets_it_learns_without_the_control(kw):
+    """Same weights, same data, no optimiser steps: the states are the same, so M's targets must be."""
+    x, y = random_ids(4 * T)
+    net = char_lstm()
+    dni, control = flat_engine(net, DNIOptions(**kw)), flat_engine(net, DNIOptions(injection="shuffled", **kw))
+    randomize(dni.boundary.sg, std=0.3)
+    control.boundary.sg.load_state_dict(dni.boundary.sg.state_dict())
+    outs, outs_c = unroll_all(dni, x, y, T), unroll_all(control, x, y, T)
+    assert sum(o.target is not None for o in outs) >= 2
+    for a, b in zip(outs, outs_c):
+        assert (a.target is None) == (b.target is None)
+        if a.target is not None:
+            torch.testing.assert_close(b.target, a.target, rtol=1e-9, atol=1e-11)
+            torch.testing.assert_close(b.sg_loss, a.sg_loss, rtol=1e-9, atol=1e-11)
+    assert max((a - b).abs().max() for a, b in zip(grads(dni.net.parameters()), grads(control.net.parameters()))) > 1e-6
+
+
+def test_a_bad_injection_or_a_single_stream_names_the_problem():
+    with pytest.raises(ValueError, match=r"model.dni.injection .* got 'noise'"):
+        DNIOptions(injection="noise")
+    e = flat_engine(char_lstm(), DNIOptions(injection="shuffled"))
+    x, y = random_ids(T)
+    with pytest.raises(ValueError, match="a batch of one stream"):
+        unroll_all(e, x[:1], y[:1], T)
