@@ -24,8 +24,10 @@ trains them, and the auxiliary gradient is the one at the weights of one update 
 With n-step targets (`target_unrolls`), the last n - 1 unrolls' start states, inputs and
 targets are carried (and checkpointed) until the oldest state's target is complete; with
 `pending_targets`, M also learns every one of them at every update, on the horizon it has so far
-(`seqdni.engines.n_step`). With `lookahead` L (a conditional M on the targets ahead), `update` gets the
-unroll's T targets and L more: M(s_t) reads targets 0..L-1 of them, M(s_{t+T}) targets T..T+L-1.
+(`seqdni.engines.n_step`). With `injection: shuffled` (a control) the core receives another stream's
+M(s_{t+T}) (`seqdni.engines.control`), and M's target is corrected for it. With `lookahead` L (a
+conditional M on the targets ahead), `update` gets the unroll's T targets and L more: M(s_t) reads
+targets 0..L-1 of them, M(s_{t+T}) targets T..T+L-1.
 """
 
 from __future__ import annotations
@@ -52,6 +54,7 @@ from seqdni.engines.base import (
     Unrolling,
     UnrollOut,
 )
+from seqdni.engines.control import StreamRotation
 from seqdni.engines.n_step import NStepTargets
 from seqdni.engines.options import DNIOptions
 from seqdni.errors import UserError
@@ -101,6 +104,7 @@ class FlatEngine(NStepTargets, Unrolling, RecurrentEval, nn.Module):
         fit = (dni.least_squares, dni.ridge, dni.solve_every) if dni is not None and dni.least_squares else None
         self.boundary = None if dni is None else Interface(d, dni, cond_dim=cond, fit=fit)
         self.aux = aux_head(d, dni.rank) if dni is not None and dni.aux_weight > 0 else None
+        self.rotation = StreamRotation() if dni is not None and dni.shuffled else None  # the control injection
 
     def param_groups(self) -> list[ParamGroup]:
         core = list(self.net.parameters()) + (list(self.aux.parameters()) if self.aux is not None else [])
@@ -186,7 +190,7 @@ class FlatEngine(NStepTargets, Unrolling, RecurrentEval, nn.Module):
             flat_end = flatten_state(fwd.end)
             g_steps = self.boundary.predict(fwd.states, self._cond_steps(x, y), batch_dim=0)
             g = g_steps[-batch:]
-        sent = self._shuffled(g) if self.dni.shuffled else g
+        sent = self.rotation(g) if self.rotation is not None else g
         terms = [self.boundary.inject(flat_end, sent, n, batch_dim=0)]
         if self.aux is not None and redo is not None:  # Â(s_τ) ≈ M(s_{τ+T}) for the previous unroll's steps
             m = min(redo.size(0), g_steps.size(0))
@@ -196,17 +200,6 @@ class FlatEngine(NStepTargets, Unrolling, RecurrentEval, nn.Module):
             stats["sg/aux_loss"] = aux_loss.detach()
             stats["sg/aux_cosine"] = cosine(aux_pred.detach(), aux_target)
         return terms, g, live, sent
-
-    @staticmethod
-    def _shuffled(g: Tensor) -> Tensor:
-        """`injection: shuffled`: g's rows (streams) rotated by a random offset in 1 .. B - 1, so
-        every stream gets another's row (drawn on g's device: no host sync)."""
-        b = g.size(0)
-        if b < 2:
-            raise UserError("model.dni.injection shuffled gives each stream another stream's synthetic gradient, "
-                            "which a batch of one stream does not have; use data.batch_size >= 2")
-        shift = torch.randint(1, b, (1,), device=g.device)
-        return g[(torch.arange(b, device=g.device) + shift) % b]
 
     def _learn(self, y: Tensor, carry: Carry, s_t: tuple[Tensor, ...], fwd: Forward, g: Tensor, sent: Tensor,
                cond: Tensor | None) -> tuple[Tensor, Tensor, Tensor]:

@@ -97,7 +97,7 @@ class DNIOptions(BoundaryOptions):
             carrying nothing about its own future. M learns exactly as with "prediction" (its
             one-step target is corrected for what was injected, one more vector-Jacobian product). A
             gain over BPTT that survives it does not come from credit assignment. Needs at least two
-            streams per batch.
+            streams per batch; not with Aux or `train_core`, which train the core on its own stream's M.
         least_squares: > 0: M is not trained by its optimiser but fitted in closed form, at every
             update, to its targets of about this many recent updates (an exponentially weighted
             ridge regression, `seqdni.dni.LeastSquares`); `lr` and `clip` then do nothing. 0: Adam.
@@ -137,6 +137,10 @@ class DNIOptions(BoundaryOptions):
         if self.injection not in ("prediction", "shuffled"):
             raise UserError(f"model.dni.injection is what the core receives at a boundary, \"prediction\" (DNI) or "
                             f"\"shuffled\" (the control: another stream's prediction); got {self.injection!r}")
+        own = [k for k, on in (("aux_weight", self.aux_weight > 0), ("train_core", self.train_core)) if on]
+        if self.shuffled and own:
+            raise UserError(f"model.dni.injection shuffled keeps each stream's own synthetic gradient from its core, "
+                            f"but model.dni.{own[0]} trains the core on it; unset one of them")
         if self.aux_weight < 0:
             raise UserError(f"model.dni.aux_weight must be >= 0, got {self.aux_weight}")
         if self.target_unrolls < 1:

@@ -30,12 +30,11 @@ def test_each_stream_receives_another_streams_prediction():
     x, y = random_ids(T)
     e = flat_engine(char_lstm(), DNIOptions(scale=0.5, injection="shuffled"))
     randomize(e.boundary.sg, std=0.3)
-    torch.manual_seed(7)
-    shift = int(torch.randint(1, B, (1,)))  # the engine's draw, replayed
+    replay = torch.Generator().set_state(e.rotation.generator.get_state())
+    shift = int(torch.randint(1, B, (), generator=replay))  # the engine's draw, replayed
     rotated = one_unroll_gradients(e, x, y, lambda g: g.roll(-shift, dims=0))
     own = one_unroll_gradients(e, x, y, lambda g: g)
     e.zero_grad(set_to_none=True)
-    torch.manual_seed(7)
     unroll_all(e, x, y, T)
     got = grads(e.net.parameters())
     for a, b in zip(got, rotated):
@@ -44,12 +43,35 @@ def test_each_stream_receives_another_streams_prediction():
     assert 1 <= shift < B  # no stream gets its own prediction
 
 
-def test_the_offset_is_drawn_afresh_at_every_boundary():
-    e = flat_engine(char_lstm(), DNIOptions(injection="shuffled"))
-    g = torch.arange(B, dtype=torch.float64).unsqueeze(1).expand(B, 4)
-    torch.manual_seed(0)
-    shifts = {int(e._shuffled(g)[0, 0]) for _ in range(40)}  # row 0 receives row `shift`
-    assert shifts == set(range(1, B))  # every non-zero offset, never zero
+def offsets(rotation, n: int, b: int = 5) -> list[int]:
+    g = torch.arange(b, dtype=torch.float64).unsqueeze(1).expand(b, 4)
+    return [int(rotation(g)[0, 0]) for _ in range(n)]  # row 0 receives row `shift`
+
+
+def shuffled_engine(seed: int):
+    net = char_lstm()  # seeds the global generator itself
+    torch.manual_seed(seed)  # the run's seed, as seed_everything sets it
+    return flat_engine(net, DNIOptions(injection="shuffled"))
+
+
+def test_the_offset_is_drawn_afresh_at_every_boundary_from_the_runs_seed():
+    drawn = offsets(shuffled_engine(0).rotation, 60)
+    assert set(drawn) == {1, 2, 3, 4}  # every non-zero offset, never zero
+    assert offsets(shuffled_engine(0).rotation, 60) == drawn
+    assert offsets(shuffled_engine(1).rotation, 60) != drawn
+
+
+def test_a_resumed_engine_draws_the_offsets_the_uninterrupted_one_would():
+    """The generator's state is part of the engine's state_dict (what a checkpoint saves)."""
+    e = shuffled_engine(0)
+    offsets(e.rotation, 7)
+    saved = e.state_dict()
+    ahead = offsets(e.rotation, 20)
+    back = shuffled_engine(3)  # another run's seed: the state must come from the checkpoint
+    back.load_state_dict(saved)
+    assert offsets(back.rotation, 20) == ahead
+    assert "rotation._extra_state" in saved
+    assert "rotation._extra_state" not in flat_engine(char_lstm(), DNIOptions()).state_dict()  # DNI's checkpoints unchanged
 
 
 @pytest.mark.parametrize("kw", [
@@ -77,6 +99,9 @@ def test_m_learns_the_targets_it_learns_without_the_control(kw):
 def test_a_bad_injection_or_a_single_stream_names_the_problem():
     with pytest.raises(ValueError, match=r"model.dni.injection .* got 'noise'"):
         DNIOptions(injection="noise")
+    for kw, key in (({"aux_weight": 0.1}, "aux_weight"), ({"train_core": True}, "train_core")):
+        with pytest.raises(ValueError, match=rf"injection shuffled .* model.dni.{key} trains the core on it"):
+            DNIOptions(injection="shuffled", **kw)
     e = flat_engine(char_lstm(), DNIOptions(injection="shuffled"))
     x, y = random_ids(T)
     with pytest.raises(ValueError, match="a batch of one stream"):
