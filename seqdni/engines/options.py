@@ -134,13 +134,7 @@ class DNIOptions(BoundaryOptions):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if self.injection not in ("prediction", "shuffled"):
-            raise UserError(f"model.dni.injection is what the core receives at a boundary, \"prediction\" (DNI) or "
-                            f"\"shuffled\" (the control: another stream's prediction); got {self.injection!r}")
-        own = [k for k, on in (("aux_weight", self.aux_weight > 0), ("train_core", self.train_core)) if on]
-        if self.shuffled and own:
-            raise UserError(f"model.dni.injection shuffled keeps each stream's own synthetic gradient from its core, "
-                            f"but model.dni.{own[0]} trains the core on it; unset one of them")
+        self._check_injection()
         if self.aux_weight < 0:
             raise UserError(f"model.dni.aux_weight must be >= 0, got {self.aux_weight}")
         if self.target_unrolls < 1:
@@ -175,6 +169,15 @@ class DNIOptions(BoundaryOptions):
         if self.reuse and clash:
             raise UserError(f"model.dni.reuse keeps M's graph across M's update, which only a full-rank linear M "
                             f"without Aux or train_core allows; unset model.dni.{clash[0]} or model.dni.reuse")
+
+    def _check_injection(self) -> None:
+        if self.injection not in ("prediction", "shuffled"):
+            raise UserError(f"model.dni.injection is what the core receives at a boundary, \"prediction\" (DNI) or "
+                            f"\"shuffled\" (the control: another stream's prediction); got {self.injection!r}")
+        own = [k for k, on in (("aux_weight", self.aux_weight > 0), ("train_core", self.train_core)) if on]
+        if self.shuffled and own:
+            raise UserError(f"model.dni.injection shuffled keeps each stream's own synthetic gradient from its core, "
+                            f"but model.dni.{own[0]} trains the core on it; unset one of them")
 
     def _check_lookahead(self) -> None:
         if self.lookahead < 0:

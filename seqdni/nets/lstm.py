@@ -67,12 +67,10 @@ class _LSTMNet(nn.Module):
         """Inputs (B, T, ...) and state -> top-layer outputs (B, T, H) and the new state. Where the
         network resets its state, the resetting streams' state is zeroed before the marked steps
         (so no gradient crosses a reset): a written-out recurrence for one layer, the step-by-step
-        core for deeper networks, since the fused kernel cannot zero rows between its steps.
-        On the CPU, a one-layer core whose weights need no gradient (an n-step target, the probe:
-        gradients with respect to states alone) runs the written-out recurrence too, from
-        `CLOSED_FORM_STEPS` steps on: its closed-form backward costs a matrix product a step, where
-        autograd through nn.LSTM still records every step's gate operations (on a GPU, cuDNN's
-        kernel stays)."""
+        core for deeper networks, since the fused kernel cannot zero rows between its steps. On the
+        CPU a one-layer core with frozen weights (gradients for states alone: n-step targets, the
+        probe) runs it too, from `CLOSED_FORM_STEPS` steps on: its closed-form backward costs one
+        matrix product a step, where autograd through nn.LSTM records every gate operation."""
         x_in, resets = self.split_resets(x)
         if resets is None and self._states_only(x_in):
             resets = torch.zeros(x_in.shape[:2], dtype=torch.bool, device=x_in.device)
@@ -83,8 +81,7 @@ class _LSTMNet(nn.Module):
         return self.core_steps(x, state)[:2]
 
     def _states_only(self, x: Tensor) -> bool:
-        """Whether a pass over `x` differentiates with respect to states alone, on a one-layer CPU core
-        long enough for the closed-form backward to pay."""
+        """Whether a pass over `x` wants state gradients alone, on a one-layer CPU core, long enough to pay."""
         return (self.num_layers == 1 and x.device.type == "cpu" and torch.is_grad_enabled()
                 and x.size(1) >= CLOSED_FORM_STEPS and not self.lstm.weight_hh_l0.requires_grad)
 
