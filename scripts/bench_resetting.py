@@ -1,5 +1,5 @@
 """The resetting recurrence's closed-form backward against autograd's: CPU seconds per optimiser step
-of Copy configs, in one process.
+of Copy and PTB configs, in one process.
 
 `BitLSTM` with `data.resets` runs its one-layer recurrence with the closed-form backward of
 `seqdni.nets.resetting` from `seqdni.nets.lstm.CLOSED_FORM_STEPS` steps on, and so does every one-layer

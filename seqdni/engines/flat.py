@@ -190,7 +190,7 @@ class FlatEngine(NStepTargets, Unrolling, RecurrentEval, nn.Module):
             flat_end = flatten_state(fwd.end)
             g_steps = self.boundary.predict(fwd.states, self._cond_steps(x, y), batch_dim=0)
             g = g_steps[-batch:]
-        sent = self.rotation(g) if self.rotation is not None else g
+        sent = self.rotation(g) if self.dni.shuffled else g
         terms = [self.boundary.inject(flat_end, sent, n, batch_dim=0)]
         if self.aux is not None and redo is not None:  # Â(s_τ) ≈ M(s_{τ+T}) for the previous unroll's steps
             m = min(redo.size(0), g_steps.size(0))
