@@ -21,7 +21,10 @@ on the held-out 20%:
 Reported per predictor: mean per-example cosine with the target (what `sg/cosine` logs) and
 the explained fraction 1 - |pred - target|^2 / |target|^2 (negative: worse than predicting 0).
 With pending targets, M's cosine is also given by horizon: every waiting state against the target
-it has so far, 1 to n unrolls (`sg/cosine` logs their mean).
+it has so far, 1 to n unrolls (`sg/cosine` logs their mean). Beside the scores, M's alignment with
+the state it reads (`alignment`): the cosine of M(s) with s, with tanh(s), and with another stream's
+s at the same boundary. Were M(s) to lean along s, its injection would act on the core as a penalty
+on the state's size, whatever M predicts of the future.
 
     python scripts/sg_ceiling.py --ckpt runs/ptb-cpu/dni8/version_0/checkpoints/latest.ckpt \
         --data-dir ../shared/data/ptb --unrolls 600 --out sg_ceiling.json
@@ -108,6 +111,15 @@ def ridge(features: torch.Tensor, target: torch.Tensor, train: int) -> tuple[tor
     return (X[train:] @ solve(train, best[1])).float(), best[1]
 
 
+def alignment(states: torch.Tensor, preds: torch.Tensor, rows: int) -> dict[str, float]:
+    """Mean cosine of M(s) with s, with tanh(s) and with another stream's s at the same boundary (the
+    next row of each boundary's `rows`); `states` and `preds` hold whole boundaries, `rows` each."""
+    other = states.view(-1, rows, states.size(1)).roll(1, dims=1).reshape_as(states)
+    return {name: F.cosine_similarity(preds, v, dim=1).mean().item()
+            for name, v in (("cos(M, s)", states), ("cos(M, tanh s)", torch.tanh(states)),
+                            ("cos(M, another stream's s)", other))}
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--ckpt", required=True, help="a DNI checkpoint written by seqdni.train")
@@ -150,6 +162,8 @@ def main() -> None:
     print("| predictor | cosine | explained |\n|---|---:|---:|")
     for name, r in results.items():
         print(f"| {name} | {r['cosine']:.4f} | {r['explained']:.4f} |")
+    aligned = alignment(S, P, args.rows)  # nothing is fitted here: every boundary counts
+    print("M's alignment with the state: " + ", ".join(f"{k} {v:.4f}" for k, v in aligned.items()))
     if by_horizon:
         print("online M against the pending targets, by the unrolls each has so far (1 to n), mean cosine: "
               + " ".join(f"{c:.4f}" for c in by_horizon))
@@ -157,7 +171,7 @@ def main() -> None:
         with open(args.out, "w") as f:
             json.dump({"ckpt": args.ckpt, "boundaries": n, "held_out": n - train,
                        "target_norm": held.norm(dim=1).mean().item(),
-                       "prediction_norm": P[train:].norm(dim=1).mean().item(), "results": results,
+                       "prediction_norm": P[train:].norm(dim=1).mean().item(), "results": results, "alignment": aligned,
                        "online_cosine_by_horizon": by_horizon, "args": vars(args)}, f, indent=2)
 
 

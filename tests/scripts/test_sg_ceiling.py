@@ -87,6 +87,19 @@ def test_the_ridge_fit_recovers_a_linear_map():
     assert zero["explained"] == pytest.approx(0.0) and s["explained"] > zero["explained"]
 
 
+def test_alignment_sees_an_m_that_leans_along_the_state_and_no_other_stream():
+    torch.manual_seed(0)
+    S = torch.randn(50 * 4, 12)  # 50 boundaries of 4 streams, independent
+    along = sg_ceiling.alignment(S, 0.3 * S, rows=4)
+    assert along["cos(M, s)"] == pytest.approx(1.0) and along["cos(M, tanh s)"] > 0.8
+    assert abs(along["cos(M, another stream's s)"]) < 0.1
+    against = sg_ceiling.alignment(S, -S + 0.1 * torch.randn_like(S), rows=4)
+    assert against["cos(M, s)"] < -0.9
+    # another stream's state: the next row within each boundary, never across boundaries
+    shifted = sg_ceiling.alignment(S, S.view(50, 4, 12).roll(1, dims=1).reshape_as(S), rows=4)
+    assert shifted["cos(M, another stream's s)"] == pytest.approx(1.0)
+
+
 @pytest.mark.parametrize("learn", [False, True])
 def test_only_m_learns_and_only_when_asked(learn):
     lm = _model(DNIOptions(hidden=0, scale=0.1, discount=1.0, squash=True, target_unrolls=3, pending_targets=True))
@@ -120,3 +133,4 @@ def test_the_script_scores_a_pending_dni_checkpoint_end_to_end(tmp_path):
     names = {re.sub(r", lambda .*", "", k) for k in got["results"]}
     assert names == {"online M", "ridge(s)", "ridge(tanh s)", "ridge(s, next input)", "mlp8(tanh s)", "mean target"}
     assert all(-1 <= r["cosine"] <= 1 for r in got["results"].values())
+    assert set(got["alignment"]) == {"cos(M, s)", "cos(M, tanh s)", "cos(M, another stream's s)"}
