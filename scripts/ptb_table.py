@@ -15,7 +15,8 @@ sessions; `--records` restores finished runs from a committed results.json).
 Writes under --out: results.json (every run), table.md (per config: test BPC at the best
 validation, mean and spread over seeds, the characters and training CPU seconds to reach it; the
 same question at equal characters and at equal CPU seconds; which differences exceed the seed
-spread), val_bpc_vs_chars.png and val_bpc_vs_cpu_seconds.png (mean and min-max band over seeds).
+spread), val_bpc_vs_chars.png and val_bpc_vs_cpu_seconds.png (mean and min-max band over seeds;
+below, the same zoomed on the plateau).
 """
 
 from __future__ import annotations
@@ -332,7 +333,20 @@ def band(runs: list[dict], x_key: str) -> tuple[list[float], list[float], list[f
     return xs, mean, low, high
 
 
+ZOOM_MARGIN, ZOOM_HEIGHT = 0.04, 0.3  # the plateau panel: above the worst best mean, and at most this tall
+
+
+def zoom_limits(curves: dict[str, tuple]) -> tuple[float, float]:
+    """The plateau panel's BPC range: from just under the lowest seed's best to just over the worst of the
+    configs' best mean, so every config's plateau shows; a config that never got within `ZOOM_HEIGHT`
+    (a diverged one) is left to the full panel rather than flattening the others."""
+    low = min(min(c[2]) for c in curves.values()) - 0.01
+    best_means = [min(c[1]) for c in curves.values() if min(c[1]) < low + ZOOM_HEIGHT - ZOOM_MARGIN]
+    return low, max(best_means, default=low) + ZOOM_MARGIN
+
+
 def plots(results: list[dict], out: Path) -> None:
+    """Validation BPC against characters and against CPU seconds: every validation above, the plateau below."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -340,22 +354,30 @@ def plots(results: list[dict], out: Path) -> None:
 
     for x_key, label, fname in (("chars", "training characters", "val_bpc_vs_chars.png"),
                                 ("cpu_seconds", "training CPU seconds", "val_bpc_vs_cpu_seconds.png")):
-        fig, ax = plt.subplots(figsize=(7.5, 4.8), dpi=90)
+        curves = {}
         for name, rs in by_name(results).items():
             rs = [r for r in rs if r["val_curve"]]
-            if not rs:
-                continue
-            xs, mean, low, high = band(rs, x_key)
-            if not xs:
-                continue
-            seeds = f"{len(rs)} seed" + ("s" if len(rs) > 1 else "")
-            line, = ax.plot(xs, mean, "-" if name.startswith("dni") else "--", label=f"{name} ({seeds})")
-            ax.fill_between(xs, low, high, color=line.get_color(), alpha=0.2)
-        ax.set_xlabel(label)
-        ax.set_ylabel("validation bits per character")
-        ax.set_title("PTB characters: validation BPC, mean and min-max over seeds (dashed: BPTT)")
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
+            xs = band(rs, x_key) if rs else ([],)
+            if xs[0]:
+                curves[f"{name} ({len(rs)} seed{'s' if len(rs) > 1 else ''})"] = xs
+        if not curves:
+            continue
+        fig, axes = plt.subplots(2, 1, figsize=(7.5, 8), dpi=90, sharex=True)
+        for name, (xs, mean, low, high) in curves.items():
+            for ax in axes:
+                line, = ax.plot(xs, mean, "-" if name.startswith("dni") else "--", label=name)
+                ax.fill_between(xs, low, high, color=line.get_color(), alpha=0.2)
+        axes[1].set_ylim(*zoom_limits(curves))
+        axes[0].set_title("PTB characters: validation BPC, mean and min-max over seeds (dashed: BPTT)")
+        axes[1].set_title("the same, zoomed on the plateau", fontsize=10)
+        if x_key == "cpu_seconds":  # DNI's runs take several times BPTT's CPU time: a log axis shows both
+            axes[1].set_xscale("log")
+            label += " (log scale)"
+        axes[1].set_xlabel(label)
+        for ax in axes:
+            ax.set_ylabel("validation bits per character")
+            ax.grid(alpha=0.3)
+        axes[0].legend(fontsize=8)
         fig.tight_layout()
         fig.savefig(out / fname)
         plt.close(fig)

@@ -141,3 +141,17 @@ def test_a_run_is_claimed_by_one_process_and_its_training_process_keeps_the_clai
     again = ptb_table.claim(tmp_path, "bptt8", 0)
     assert again is not None
     again.close()
+
+
+def test_the_plateau_panel_shows_every_config_that_got_near_the_best_and_not_a_diverged_one():
+    def curve(mean, spread=0.01):
+        return [0, 1, 2], mean, [m - spread for m in mean], [m + spread for m in mean]
+
+    curves = {"bptt8": curve([1.9, 1.70, 1.64]), "bptt40": curve([2.1, 1.65, 1.57]),
+              "dni8": curve([3.0, 1.80, 1.66]), "diverged": curve([3.5, 2.9, 2.8])}
+    low, high = ptb_table.zoom_limits(curves)
+    assert low == pytest.approx(1.57 - 0.01 - 0.01)  # under the lowest seed's best
+    assert high == pytest.approx(1.66 + ptb_table.ZOOM_MARGIN)  # over the worst best mean that is near
+    for name in ("bptt8", "bptt40", "dni8"):
+        assert low < min(curves[name][1]) < high
+    assert min(curves["diverged"][1]) > high and high - low <= ptb_table.ZOOM_HEIGHT
