@@ -16,6 +16,8 @@ from pathlib import Path
 
 import lightning as L
 import torch
+from lightning.pytorch.callbacks.early_stopping import EarlyStoppingReason
+from lightning.pytorch.utilities import rank_zero_info
 
 from seqdni.data import CharVocab, Task
 from seqdni.engines import Carry, Engine
@@ -23,6 +25,17 @@ from seqdni.errors import UserError
 from seqdni.training import checkpointing
 from seqdni.training.optim import LightningSteps, adam, schedule, wrappers_add_nothing
 from seqdni.training.probe import Probe
+
+
+def stop_if_stopped_early(trainer: L.Trainer) -> None:
+    """A run resumed from a checkpoint written after the validation that met its early-stopping rule, but
+    before the run could stop, stops again: Lightning restores the rule's state, not its stop request,
+    so the run would otherwise train one more validation interval and end elsewhere."""
+    for cb in trainer.early_stopping_callbacks:
+        if cb.stopping_reason is not EarlyStoppingReason.NOT_STOPPED:
+            trainer.should_stop = True
+            rank_zero_info(f"Early stopping had already ended this run ({cb.stopping_reason_message or cb.monitor}); "
+                           "it trains no further.")
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -96,6 +109,7 @@ class SeqModule(L.LightningModule):
 
     def on_train_start(self) -> None:
         self._direct = wrappers_add_nothing(self)
+        stop_if_stopped_early(self.trainer)
 
     def on_train_epoch_start(self) -> None:
         self.carry = None  # a new epoch starts every stream from the zero state

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 from helpers import Losses, digit_data, hier_lm, seq_model, trainer, two_timescale
+from lightning.pytorch.callbacks import EarlyStopping
 
 from seqdni.data import RepeatCopyDataModule
 from seqdni.engines import DNIOptions
@@ -36,6 +37,26 @@ def test_flat_resume_continues_exactly_loss_by_loss(tmp_path, tiny_data, dni, ba
             ).fit(resumed, dm, ckpt_path=latest.last_path)
     assert len(one.losses) == total and len(first.losses) == cut and len(second.losses) == total - cut
     assert first.losses + second.losses == pytest.approx(one.losses, rel=1e-6, abs=1e-7)
+
+
+def test_a_run_cut_after_meeting_its_early_stopping_rule_trains_no_further_on_resume(tmp_path, tiny_data):
+    """Cut after the validation that met the rule, before the run could stop: Lightning restores the
+    rule's state but not its stop request, so without the module's check the resumed run trains on."""
+    dm = tiny_data(batch_size=6)
+
+    def run(callbacks):  # "max" on a falling BPC: the second validation is no better, and patience 1 ends it
+        stop = EarlyStopping(monitor="val/bpc", mode="max", patience=1)
+        return trainer(tmp_path / "run", max_steps=200, limit_val_batches=None, val_check_interval=2,
+                       check_val_every_n_epoch=None, callbacks=[stop, *callbacks])
+
+    latest = LatestCheckpoint(every_n_batches=1000, dirpath=str(tmp_path / "run"))
+    first = run([latest])
+    first.fit(seq_model(dm), dm)
+    assert first.should_stop and first.global_step == 8  # 2 validations of 2 batches, 2 updates a batch
+    losses = Losses()
+    second = run([losses])
+    second.fit(seq_model(dm, seed=1), dm, ckpt_path=latest.last_path)
+    assert second.global_step == first.global_step and losses.losses == []
 
 
 def test_hier_resume_continues_exactly(tmp_path, tiny_data):
