@@ -20,7 +20,7 @@ from seqdni.engines import LayerEngine, LayerOptions
 from seqdni.errors import UserError
 from seqdni.nets import BlockMLP
 from seqdni.training import checkpointing
-from seqdni.training.module import log_eval_sums, stop_on_non_finite
+from seqdni.training.module import log_eval_sums, stop_if_stopped_early, stop_on_non_finite
 from seqdni.training.optim import LightningSteps, adam, wrappers_add_nothing
 
 
@@ -76,6 +76,7 @@ class LayerModel(L.LightningModule):
 
     def on_train_start(self) -> None:
         self._direct = wrappers_add_nothing(self)
+        stop_if_stopped_early(self.trainer)
 
     def on_train_batch_start(self, batch, batch_idx: int) -> None:
         self._t0 = (time.perf_counter(), time.process_time())
