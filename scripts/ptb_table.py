@@ -357,9 +357,9 @@ def plots(results: list[dict], out: Path) -> None:
         curves = {}
         for name, rs in by_name(results).items():
             rs = [r for r in rs if r["val_curve"]]
-            xs = band(rs, x_key) if rs else ([],)
-            if xs[0]:
-                curves[f"{name} ({len(rs)} seed{'s' if len(rs) > 1 else ''})"] = xs
+            curve = band(rs, x_key) if rs else None
+            if curve and curve[0]:  # some validation has this x
+                curves[f"{name} ({len(rs)} seed{'s' if len(rs) > 1 else ''})"] = curve
         if not curves:
             continue
         fig, axes = plt.subplots(2, 1, figsize=(7.5, 8), dpi=90, sharex=True)
