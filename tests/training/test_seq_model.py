@@ -104,6 +104,20 @@ def test_training_lowers_validation_bpc(tmp_path, tiny_data):
     assert after < before - 0.5, (before, after)
 
 
+@pytest.mark.parametrize("lr", [0.0, 1e-2])
+def test_m_at_learning_rate_zero_stays_at_its_zero_start_while_the_aux_head_learns(tmp_path, tiny_data, lr):
+    """DNI + Aux's control (`configs/ptb-cpu/dni8-aux-m-frozen.yaml`): with M's learning rate 0, M is
+    exactly 0 after training, so the core never receives a synthetic gradient, while Â still learns
+    (towards M = 0). With a learning rate, M leaves zero: the check can fail."""
+    dm = tiny_data()
+    lit = seq_model(dm, dni=DNIOptions(aux_weight=0.5, lr=lr, target_unrolls=2, pending_targets=True))
+    aux_before = [p.detach().clone() for p in lit.engine.aux.parameters()]
+    trainer(tmp_path, max_steps=12, enable_checkpointing=False).fit(lit, dm)
+    m_is_zero = all(bool((p == 0).all()) for p in lit.engine.boundary.sg.parameters())
+    assert m_is_zero == (lr == 0)
+    assert all(not torch.equal(a, p) for a, p in zip(aux_before, lit.engine.aux.parameters()))
+
+
 class Poison(L.Callback):
     def __init__(self, at_batch: int):
         self.at_batch = at_batch
