@@ -269,16 +269,22 @@ def budget_table(groups: dict[str, list[dict]], key: str, limit: float) -> list[
     return rows
 
 
-def compare(a: list[float], b: list[float]) -> str:
-    """a's mean minus b's, and whether the seeds separate them."""
-    diff = statistics.mean(a) - statistics.mean(b)
+def compare(a: dict[int, float], b: dict[int, float]) -> str:
+    """a's mean minus b's over their seeds, whether the seeds separate them, and the difference seed by
+    seed where both ran a seed (the same seed starts both from the same weights on the same data)."""
+    diff = statistics.mean(a.values()) - statistics.mean(b.values())
     if len(a) < 2 or len(b) < 2:
         verdict = "too few seeds to tell"
-    elif max(a) < min(b) or max(b) < min(a):
+    elif max(a.values()) < min(b.values()) or max(b.values()) < min(a.values()):
         verdict = "larger than the seed spread (the seeds do not overlap)"
     else:
         verdict = "within the seed spread (the seeds overlap)"
-    return f"{diff:+.4f}, {verdict}"
+    paired = [a[s] - b[s] for s in sorted(a.keys() & b.keys())]
+    if not paired:
+        return f"{diff:+.4f}, {verdict}"
+    signs = "" if len(paired) < 2 else (", the same sign in every seed" if all(d < 0 for d in paired)
+                                         or all(d > 0 for d in paired) else ", signs differ")
+    return f"{diff:+.4f}, {verdict}; seed by seed {' / '.join(format(d, '+.4f') for d in paired)}{signs}"
 
 
 def differences(groups: dict[str, list[dict]], limits: dict[str, float]) -> list[str]:
@@ -286,11 +292,12 @@ def differences(groups: dict[str, list[dict]], limits: dict[str, float]) -> list
     for a, b in PAIRS:
         if a not in groups or b not in groups:
             continue
-        test = [[r["test_bpc"] for r in groups[n] if r["test_bpc"] is not None] for n in (a, b)]
+        test = [{r["seed"]: r["test_bpc"] for r in groups[n] if r["test_bpc"] is not None} for n in (a, b)]
         parts = [f"converged test BPC {compare(*test)}" if all(test) else None]
         for key, label in (("chars", "at equal characters"), ("cpu_seconds", "at equal CPU seconds")):
             if key in limits:
-                vals = [[v for r in groups[n] if (v := best_within(r, key, limits[key])) is not None] for n in (a, b)]
+                vals = [{r["seed"]: v for r in groups[n] if (v := best_within(r, key, limits[key])) is not None}
+                        for n in (a, b)]
                 if all(vals):
                     parts.append(f"{label} (val BPC) {compare(*vals)}")
         lines.append(f"- {a} − {b}: " + "; ".join(p for p in parts if p))
@@ -314,8 +321,9 @@ def table(results: list[dict]) -> str:
                 *budget_table(groups, "cpu_seconds", limits["cpu_seconds"])]
     diffs = differences(groups, limits)
     if diffs:
-        out += ["", "Differences (the first run's mean minus the second's; negative: the first is better):", "",
-                *diffs]
+        out += ["", "Differences (the first run's mean minus the second's, then seed by seed: a seed starts every "
+                "config's network from the same weights, and every run reads the data in one order; negative: "
+                "the first is better):", "", *diffs]
     return "\n".join(out) + "\n"
 
 

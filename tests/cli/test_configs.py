@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 
 import pytest
+import torch
 from helpers import CHAR_FILES, ROOT, write_ptb
 from lightning.pytorch.callbacks import EarlyStopping
 
@@ -131,3 +132,23 @@ def test_every_benchmark_config_in_docs_instantiates_and_is_what_its_name_says(c
         else:
             key, value = BENCH_PART[part]
             assert getattr(model.dni, key) == value, f"{config.stem}: model.dni.{key} is not {value}"
+
+
+def test_one_seed_starts_every_ptb_grid_config_from_the_same_network(tmp_path, monkeypatch):
+    """scripts/ptb_table.py compares the grid's configs seed by seed: what a seed fixes, the network's
+    initial weights, must not depend on the unroll, on M or on Â (their layers are built after the
+    network). A seed that differs gives other weights: the check can fail."""
+    monkeypatch.setenv(ptb.ENV_VAR, str(write_ptb(tmp_path / "ptb", "char", CHAR_FILES)))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+
+    def start(name, seed=0):
+        built = cli(["--config", str(CONFIG_DIR / "ptb-cpu" / f"{name}.yaml"), f"--seed_everything={seed}",
+                     f"--trainer.default_root_dir={tmp_path}"], run=False)
+        return built.model.engine.net.state_dict()
+
+    first = start("bptt8")
+    for name in ("bptt40", "dni8", "dni8-aux", "dni8-discount-shuffled"):
+        weights = start(name)
+        assert all(torch.equal(first[k], weights[k]) for k in first), name
+    other = start("bptt8", seed=1)
+    assert not any(torch.equal(first[k], other[k]) for k in first if "weight" in k)

@@ -118,12 +118,24 @@ def test_report_answers_at_convergence_equal_characters_and_equal_cpu():
     line = next(ln for ln in md.splitlines() if ln.startswith("- dni8 − bptt8:"))
     assert "converged test BPC -0.3000, larger than the seed spread" in line
     assert "at equal CPU seconds (val BPC) +0.2000, larger than the seed spread" in line
+    assert "-0.3000, larger than the seed spread (the seeds do not overlap); seed by seed -0.3000 / -0.3000 / " \
+           "-0.3000, the same sign in every seed;" in line
 
 
-def test_differences_within_the_spread_are_called_so():
+def test_differences_within_the_spread_are_called_so_and_paired_by_seed():
     close = [_run("bptt8", 0, [1.70]), _run("bptt8", 1, [1.72]), _run("dni8", 0, [1.71]), _run("dni8", 1, [1.69])]
     line = next(ln for ln in ptb_table.table(close).splitlines() if ln.startswith("- dni8 − bptt8:"))
     assert "within the seed spread" in line
+    assert "seed by seed +0.0100 / -0.0300, signs differ" in line
+    # the seeds overlap, but each seed's pair differs the same way; seeds run by one config only are not paired
+    shifted = [_run("bptt8", 0, [1.70]), _run("bptt8", 1, [1.72]), _run("bptt8", 2, [1.60]),
+               _run("dni8", 0, [1.69]), _run("dni8", 1, [1.715])]
+    line = next(ln for ln in ptb_table.table(shifted).splitlines() if ln.startswith("- dni8 − bptt8:"))
+    assert "within the seed spread (the seeds overlap); seed by seed -0.0100 / -0.0050, the same sign in every seed" \
+        in line
+    one = [_run("bptt8", 0, [1.70]), _run("dni8", 0, [1.71])]
+    line = next(ln for ln in ptb_table.table(one).splitlines() if ln.startswith("- dni8 − bptt8:"))
+    assert "+0.0100, too few seeds to tell; seed by seed +0.0100;" in line
 
 
 def test_a_run_is_claimed_by_one_process_and_its_training_process_keeps_the_claim(tmp_path):
