@@ -40,9 +40,9 @@ def find(err: BaseException | None) -> SeqDNIError | None:
     return None
 
 
-def paragraph(err: SeqDNIError, prog: str) -> str:
+def paragraph(err: SeqDNIError, prog: str, debug_shows: str = "the traceback") -> str:
     """`prog: error: <message>`, wrapped at 100 columns, with the hint on how to see the traceback."""
-    text = f"{prog}: error: {' '.join(str(err).split())} (set {DEBUG_ENV}=1 for the traceback)"
+    text = f"{prog}: error: {' '.join(str(err).split())} (set {DEBUG_ENV}=1 for {debug_shows})"
     return textwrap.fill(text, width=100, break_long_words=False, break_on_hyphens=False)
 
 

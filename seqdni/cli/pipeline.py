@@ -28,7 +28,8 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from seqdni.cli.train import SHIPPED, load_config, shipped
+from seqdni.cli.parser import SHIPPED
+from seqdni.cli.train import load_config, shipped
 from seqdni.dni import Interface
 from seqdni.engines import LayerOptions
 from seqdni.engines.pipeline import Stage, run_dni, run_gpipe

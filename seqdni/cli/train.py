@@ -9,7 +9,8 @@ The `fit` subcommand is implied when none is given. A config may name the config
 `--config configs/...` names a shipped config (installed with the package) when no such file
 exists where the command runs. A relative logger `save_dir` lies under `--trainer.default_root_dir`
 when that is given. `--ckpt_path` resumes the checkpoint's run in its own folder, with the
-checks of `seqdni.cli.resume`. Mistakes end in one paragraph and exit status 1 (`seqdni.errors`).
+checks of `seqdni.cli.resume`. Mistakes end in one paragraph and exit status 1 (`seqdni.errors`; a bad
+argument: `seqdni.cli.parser`).
 """
 
 from __future__ import annotations
@@ -26,12 +27,12 @@ from lightning.pytorch.cli import LightningCLI
 from lightning.pytorch.utilities import rank_zero_info
 
 from seqdni.cli import folders, resume
-from seqdni.errors import reported
+from seqdni.cli.parser import SHIPPED, Parser
+from seqdni.errors import debugging, reported
 from seqdni.training import checkpointing
 
 SUBCOMMANDS = ("fit", "validate", "test", "predict")
 PROG = "python -m seqdni.train"
-SHIPPED = Path(__file__).resolve().parents[1] / "configs"
 LIGHTNING_CKPT_NAMES = ("last", "best", "hpc", "registry")
 
 
@@ -148,9 +149,11 @@ def with_fit(args: list[str]) -> list[str]:
     return args if args and args[0] in SUBCOMMANDS else ["fit", *args]
 
 
-def _build(args: list[str] | None, **kw) -> SeqDNICLI:
+def _build(args: list[str] | None, debug: bool = False, **kw) -> SeqDNICLI:
     return SeqDNICLI(L.LightningModule, L.LightningDataModule, subclass_mode_model=True, subclass_mode_data=True,
-                     args=args, save_config_kwargs={"overwrite": True}, parser_kwargs={"prog": PROG}, **kw)
+                     args=args, save_config_kwargs={"overwrite": True}, parser_class=Parser,
+                     parser_kwargs={"prog": PROG, "debug": debug, **{sub: {"debug": debug} for sub in SUBCOMMANDS}},
+                     **kw)
 
 
 def cli(args: list[str], **kw) -> SeqDNICLI:
@@ -161,8 +164,8 @@ def cli(args: list[str], **kw) -> SeqDNICLI:
 def main(args: list[str] | None = None) -> SeqDNICLI:
     """The command line: `args`, or sys.argv when None. A user error ends in one paragraph, exit 1."""
     given = sys.argv[1:] if args is None else list(args)
-    own = with_fit([a for a in given if a != "--debug"])
+    own, debug = with_fit([a for a in given if a != "--debug"]), debugging(given)
     if args is None:  # from the command line: the parser reads sys.argv itself
         sys.argv[1:] = expand_configs(own)
-        return reported(lambda: _build(None), PROG, given)
-    return reported(lambda: cli(own), PROG, given)
+        return reported(lambda: _build(None, debug=debug), PROG, given)
+    return reported(lambda: cli(own, debug=debug), PROG, given)

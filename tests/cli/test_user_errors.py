@@ -39,6 +39,45 @@ def test_a_bad_setting_is_one_paragraph_not_a_traceback(capsys, text_files, tmp_
     one_paragraph(capsys, train_cli.main, ["--config", SMOKE, *data_args(text_files, tmp_path), override], *needles)
 
 
+@pytest.mark.parametrize(("override", "needles"), [
+    (["--model.init_args.dni.lrr=1"], ["model.dni.lrr is not a setting of seqdni.engines.DNIOptions"]),
+    (["--model.hiden_size=3"], ["model.hiden_size is not a setting of seqdni.training.SeqModel"]),
+    (["--model.dni.scale=x"], ["model.dni.scale must be a number, got 'x'"]),
+    (["--trainer.max_epochs=abc"], ["trainer.max_epochs must be an integer or null, got 'abc'"]),
+    (["--data.batch_size=two"], ["data.batch_size must be an integer, got 'two'"]),
+    (["--trainer.callbacks=[1]"], ["trainer.callbacks cannot be '[1]': it takes one of"]),
+    (["--bogus", "3"], ["unrecognized arguments: --bogus 3"]),
+])
+def test_a_bad_argument_is_one_paragraph_that_names_the_full_key_not_the_usage(capsys, text_files, tmp_path,
+                                                                                override, needles):
+    """jsonargparse's own report is the whole usage (over a hundred lines) and a nested account of each
+    type it tried; the command says which key, what it takes, what was given, and where to look."""
+    flat = one_paragraph(capsys, train_cli.main, ["--config", SMOKE, *data_args(text_files, tmp_path), *override],
+                         *needles, "`python -m seqdni.train --help` lists every key")
+    assert "usage:" not in flat and "Given value" not in flat
+
+
+def test_a_key_before_the_config_that_chooses_its_class_is_said_so(capsys, text_files, tmp_path):
+    one_paragraph(capsys, train_cli.main, ["--model.dni.scale=0.2", "--config", SMOKE, *data_args(text_files, tmp_path)],
+                  "--model.dni.scale=0.2 is not an argument of lightning.LightningModule",
+                  "give --config or its class_path before its keys")
+
+
+def test_a_missing_config_lists_the_shipped_ones_of_its_family(capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    flat = one_paragraph(capsys, train_cli.main, ["--config", "configs/ptb-cpu/dni9.yaml"],
+                         f"--config: no such file: {tmp_path / 'configs/ptb-cpu/dni9.yaml'}",
+                         "nor among the shipped configs; ptb-cpu/ has bptt20.yaml")
+    assert "dni8.yaml" in flat
+
+
+def test_debug_keeps_jsonargparses_own_report(capsys, text_files, tmp_path):
+    with pytest.raises(SystemExit) as exit_:
+        train_cli.main(["--config", SMOKE, *data_args(text_files, tmp_path), "--model.dni.scale=x", "--debug"])
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and 'Parser key "model"' in err and "usage:" in err
+
+
 def test_data_files_that_hold_no_text_are_named(capsys, text_files, tmp_path):
     empty, binary = tmp_path / "empty.txt", tmp_path / "image.png"
     empty.write_text("")
