@@ -28,7 +28,7 @@ from lightning.pytorch.utilities import rank_zero_info
 
 from seqdni.cli import folders, resume
 from seqdni.cli.parser import SHIPPED, Parser
-from seqdni.errors import debugging, reported
+from seqdni.errors import UserError, debugging, reported
 from seqdni.training import checkpointing
 
 SUBCOMMANDS = ("fit", "validate", "test", "predict")
@@ -92,9 +92,12 @@ def config_chain(path: str | Path) -> list[str]:
     """A config file as the `--config` values it stands for: its bases first (paths), then its own keys."""
     path = Path(path)
     try:
-        own = yaml.safe_load(path.read_text())
-    except (OSError, yaml.YAMLError):
-        return [str(path)]  # not a readable YAML file: LightningCLI reports it
+        with path.open() as f:
+            own = yaml.safe_load(f)
+    except OSError:
+        return [str(path)]  # not a readable file: the parser reports it
+    except yaml.YAMLError as err:
+        raise UserError(f"--config {path} is not valid YAML: {err}") from err
     if not isinstance(own, dict) or "base" not in own:
         return [str(path)]
     base = path.parent / own.pop("base")
@@ -165,7 +168,11 @@ def main(args: list[str] | None = None) -> SeqDNICLI:
     """The command line: `args`, or sys.argv when None. A user error ends in one paragraph, exit 1."""
     given = sys.argv[1:] if args is None else list(args)
     own, debug = with_fit([a for a in given if a != "--debug"]), debugging(given)
-    if args is None:  # from the command line: the parser reads sys.argv itself
-        sys.argv[1:] = expand_configs(own)
-        return reported(lambda: _build(None, debug=debug), PROG, given)
-    return reported(lambda: cli(own, debug=debug), PROG, given)
+
+    def build() -> SeqDNICLI:
+        if args is None:  # from the command line: the parser reads sys.argv itself
+            sys.argv[1:] = expand_configs(own)
+            return _build(None, debug=debug)
+        return cli(own, debug=debug)
+
+    return reported(build, PROG, given)

@@ -71,6 +71,13 @@ def test_a_missing_config_lists_the_shipped_ones_of_its_family(capsys, tmp_path,
     assert "dni8.yaml" in flat
 
 
+def test_a_config_that_is_not_yaml_is_named_with_its_line(capsys, tmp_path):
+    bad = tmp_path / "mine.yaml"
+    bad.write_text(f"base: {SMOKE}\nmodel: {{init_args: {{hidden_size: 3}}\n")  # one brace short
+    one_paragraph(capsys, train_cli.main, ["--config", str(bad)], f"--config {bad} is not valid YAML",
+                  f'in "{bad}", line 2')
+
+
 def test_debug_keeps_jsonargparses_own_report(capsys, text_files, tmp_path):
     with pytest.raises(SystemExit) as exit_:
         train_cli.main(["--config", SMOKE, *data_args(text_files, tmp_path), "--model.dni.scale=x", "--debug"])
