@@ -1,7 +1,8 @@
-"""The training command's argument parser: LightningCLI's, with a bad argument said in one paragraph.
+"""The commands' argument parsers (jsonargparse's, LightningCLI's for training), with a bad argument
+said in one paragraph.
 
 jsonargparse reports a bad argument with the whole usage (over a hundred lines for a Trainer) and a
-nested account of every type it tried. `Parser` says instead which key was wrong, what it takes and
+nested account of every type it tried. These parsers say instead which key was wrong, what it takes and
 what was given, and where to look (`--help`), then exits with status 1 like every other mistake
 (`seqdni.errors`). With `--debug` or SEQDNI_DEBUG=1 jsonargparse's own report is kept.
 
@@ -16,6 +17,7 @@ import re
 import sys
 from pathlib import Path
 
+from jsonargparse import ArgumentParser
 from lightning.pytorch.cli import LightningArgumentParser
 
 from seqdni.errors import UserError, paragraph
@@ -91,8 +93,8 @@ def shipped_hint(path: str, shipped: Path | None) -> str:
     return f" (nor among the shipped configs; {family.name}/ has {', '.join(names)})"
 
 
-class Parser(LightningArgumentParser):
-    """LightningCLI's parser, whose errors end in one paragraph and exit status 1; `debug`: jsonargparse's
+class OneParagraph:
+    """A jsonargparse parser whose errors end in one paragraph and exit status 1; `debug`: jsonargparse's
     own report instead."""
 
     def __init__(self, *args, debug: bool = False, **kwargs):
@@ -106,3 +108,11 @@ class Parser(LightningArgumentParser):
         print(paragraph(UserError(plain(message, prog, SHIPPED)), prog, debug_shows="jsonargparse's full report"),
               file=sys.stderr)
         self.exit(1)
+
+
+class Parser(OneParagraph, LightningArgumentParser):
+    """The training command's parser (LightningCLI's)."""
+
+
+class FunctionParser(OneParagraph, ArgumentParser):
+    """The parser of a command that calls one function (`jsonargparse.auto_cli`): `seqdni.sample`."""

@@ -13,8 +13,9 @@ from pathlib import Path
 
 import torch
 
+from seqdni.cli.parser import FunctionParser
 from seqdni.data.vocab import render
-from seqdni.errors import UserError, reported
+from seqdni.errors import UserError, debugging, reported
 from seqdni.training import SeqModel, checkpointing
 from seqdni.training.checkpointing import CheckpointError, class_path
 
@@ -111,8 +112,9 @@ def main(args: list[str] | None = None) -> None:
     from jsonargparse import auto_cli
 
     given = sys.argv[1:] if args is None else list(args)
-    print(reported(lambda: auto_cli(sample, args=[a for a in given if a != "--debug"], as_positional=False, prog=PROG),
-                   PROG, given))
+    own = [a for a in given if a != "--debug"]
+    print(reported(lambda: auto_cli(sample, args=own, as_positional=False, prog=PROG, parser_class=FunctionParser,
+                                    debug=debugging(given)), PROG, given))
 
 
 if __name__ == "__main__":

@@ -138,6 +138,16 @@ def test_sampling_arguments_out_of_range_are_named(capsys, args, needle):
     one_paragraph(capsys, sample_cli.main, ["--ckpt", str(LEGACY / "flat-bptt.ckpt"), *args], needle)
 
 
+@pytest.mark.parametrize(("args", "needle"), [
+    (["--bogus"], "unrecognized arguments: --bogus"),
+    (["--ckpt", "x.ckpt", "--length=abc"], "length must be an integer, got 'abc'"),
+    ([], "the following arguments are required: ckpt"),
+])
+def test_sampling_arguments_that_do_not_parse_are_one_paragraph(capsys, args, needle):
+    flat = one_paragraph(capsys, sample_cli.main, args, needle, "`python -m seqdni.sample --help` lists every key")
+    assert "usage:" not in flat
+
+
 def test_sampling_a_missing_checkpoint_is_named(capsys, tmp_path):
     one_paragraph(capsys, sample_cli.main, ["--ckpt", str(tmp_path / "none.ckpt")], "checkpoint not found")
 
