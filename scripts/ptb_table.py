@@ -283,7 +283,7 @@ def compare(a: dict[int, float], b: dict[int, float]) -> str:
     if not paired:
         return f"{diff:+.4f}, {verdict}"
     signs = "" if len(paired) < 2 else (", the same sign in every seed" if all(d < 0 for d in paired)
-                                         or all(d > 0 for d in paired) else ", signs differ")
+                                         or all(d > 0 for d in paired) else ", not one sign in every seed")
     return f"{diff:+.4f}, {verdict}; seed by seed {' / '.join(format(d, '+.4f') for d in paired)}{signs}"
 
 

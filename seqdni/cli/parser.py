@@ -13,6 +13,7 @@ none of them reads is kept, on one line.
 
 from __future__ import annotations
 
+import os
 import re
 import sys
 from pathlib import Path
@@ -49,21 +50,39 @@ def _unrecognized_inside(message: str, key: str) -> str | None:
     return f"{given} is not an argument{owner}{hint}"
 
 
+def _innermost_union(message: str) -> tuple[list[str], str | None]:
+    """The alternatives and the given value of the innermost Union the message reports."""
+    start = message.rfind("Subtypes:")
+    if start < 0:
+        return [], None
+    end = message.find("Given value type:", start)
+    block = message[start : end if end > 0 else len(message)]
+    given = re.search(r"Given value: (.*)$", message[start:], re.MULTILINE)
+    value = re.sub(r"NestedArg\(key='[^']*', val=(['\"])(.*)\1\)$", r"\2", given[1].strip()) if given else None
+    return re.findall(r"^\s*- (.*)$", block, re.MULTILINE), value
+
+
+def _type_name(text: str) -> str:
+    """`<class 'x.Y'>` as Y, NoneType as null, the plain types in words."""
+    name = re.sub(r"<class '(?:[\w.]+\.)?(\w+)'>", r"\1", text.strip())
+    return TYPE_NAMES.get(name, name)
+
+
 def _wrong_type(message: str, key: str) -> str | None:
-    """The innermost check ('Expected a <class 'float'>. Got value: x'), or a Union of plain types."""
-    if m := re.search(r"Expected a <class '(\w+)'>\. Got value: (.*)$", message, re.MULTILINE):
-        return f"{key} must be {TYPE_NAMES.get(m[1], m[1])}, got {m[2].strip()!r}"
-    given = [re.sub(r"NestedArg\(key='[^']*', val='(.*)'\)$", r"\1", g.strip())
-             for g in re.findall(r"Given value: (.*)$", message, re.MULTILINE)]
-    if not (key and given):
+    """The innermost check ('Expected a <class 'float'>. Got value: x'), or the innermost Union."""
+    leaves = re.findall(r"Expected a <class '(\w+)'>\. Got value: (.*)$", message, re.MULTILINE)
+    if leaves:
+        kind, value = leaves[-1]
+        return f"{key} must be {_type_name(kind)}, got {value.strip()!r}"
+    alternatives, value = _innermost_union(message)
+    if not (key and value is not None and alternatives):
         return None
-    alternatives = [re.fullmatch(r"Expected a <class '(\w+)'>", a.strip())
-                    for a in re.findall(r"^\s*- (.*)$", message, re.MULTILINE)]
-    if alternatives and all(alternatives):
-        return f"{key} must be {' or '.join(TYPE_NAMES.get(a[1], a[1]) for a in alternatives)}, got {given[-1]!r}"
-    if m := re.search(r"Subtypes: \[(.*)\]$", message, re.MULTILINE):
-        return f"{key} cannot be {given[-1]!r}: it takes one of {m[1]}"
-    return None
+    plain_types = [re.fullmatch(r"Expected a (<class '\w+'>)", a.strip()) for a in alternatives]
+    if all(plain_types):
+        return f"{key} must be {' or '.join(_type_name(t[1]) for t in plain_types)}, got {value!r}"
+    subtypes = re.search(r"Subtypes: \[(.*)\]$", message[message.rfind("Subtypes:"):], re.MULTILINE)
+    kinds = ", ".join(_type_name(t) for t in re.split(r",\s*(?![^\[]*\])", subtypes[1])) if subtypes else "?"
+    return f"{key} cannot be {value!r}: it takes one of {kinds}"
 
 
 RULES = (_unknown_key, _unrecognized_inside, _wrong_type)
@@ -77,16 +96,29 @@ def plain(message: str, prog: str, shipped: Path | None = None) -> str:
         return f"--{key or 'config'}: no such file: {m[1]}{shipped_hint(m[1], shipped)}"
     said = next((s for rule in RULES if (s := rule(message, key))), None)
     if said is None:
-        said = " ".join(ln.strip(" -") for ln in message.splitlines() if ln.strip(" -"))
-    return f"{said}; `{prog} --help` lists every key and its type"
+        said = " ".join(ln.strip(" -") for ln in message.splitlines() if ln.strip(" -")).rstrip(".")
+    return f"{said}; {where_keys_are(message, key, prog)}"
+
+
+def where_keys_are(message: str, key: str, prog: str) -> str:
+    """`--help` lists the Trainer's keys; a model's or data module's are listed by `--model.help CLASS`."""
+    owners = re.findall(r"class_path '([^']+)'", message)
+    top = key.split(".")[0]
+    if top in ("model", "data") and owners and owners[0] not in NOT_CHOSEN:
+        return f"`{prog} --{top}.help {owners[0]}` lists its keys and their types"
+    return f"`{prog} --help` lists every key and its type"
 
 
 def shipped_hint(path: str, shipped: Path | None) -> str:
-    """For a missing `configs/<family>/<name>.yaml`: the family's shipped configs, when it has any."""
-    parts = Path(path).parts
-    if shipped is None or "configs" not in parts:
+    """For a missing `configs/<family>/<name>.yaml` under the working directory (the paths the command
+    also looks up among the shipped configs): the family's shipped configs, when it has any."""
+    try:
+        parts = Path(path).resolve().relative_to(Path.cwd().resolve()).parts
+    except ValueError:
         return ""
-    family = shipped.joinpath(*parts[parts.index("configs") + 1 : -1])
+    if shipped is None or not parts or parts[0] != "configs":
+        return ""
+    family = shipped.joinpath(*parts[1:-1])
     names = sorted(p.name for p in family.glob("*.yaml")) if family.is_dir() else []
     if not names:
         return " (nor among the shipped configs)"
@@ -102,7 +134,7 @@ class OneParagraph:
         self.debug = debug
 
     def error(self, message: str, ex: Exception | None = None):
-        if not self.exit_on_error or self.debug:  # a nested parser raises to the outer one
+        if not self.exit_on_error or self.debug or os.environ.get("JSONARGPARSE_DEBUG"):  # nested: raise to the outer
             super().error(message, ex)
         prog = self.prog.split(" [")[0]  # a subcommand's parser is "<prog> [options] fit"
         print(paragraph(UserError(plain(message, prog, SHIPPED)), prog, debug_shows="jsonargparse's full report"),

@@ -101,6 +101,8 @@ def config_chain(path: str | Path) -> list[str]:
     if not isinstance(own, dict) or "base" not in own:
         return [str(path)]
     base = path.parent / own.pop("base")
+    if not base.is_file():
+        raise UserError(f"--config {path}: its base {base} is not a file; fix `base:` (a path relative to {path})")
     return config_chain(base) + ([yaml.safe_dump(own, sort_keys=False)] if own else [])
 
 

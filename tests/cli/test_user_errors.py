@@ -39,22 +39,36 @@ def test_a_bad_setting_is_one_paragraph_not_a_traceback(capsys, text_files, tmp_
     one_paragraph(capsys, train_cli.main, ["--config", SMOKE, *data_args(text_files, tmp_path), override], *needles)
 
 
+MODEL_KEYS = "`python -m seqdni.train --model.help seqdni.training.SeqModel` lists its keys"
+TRAINER_KEYS = "`python -m seqdni.train --help` lists every key"
+
+
 @pytest.mark.parametrize(("override", "needles"), [
-    (["--model.init_args.dni.lrr=1"], ["model.dni.lrr is not a setting of seqdni.engines.DNIOptions"]),
-    (["--model.hiden_size=3"], ["model.hiden_size is not a setting of seqdni.training.SeqModel"]),
-    (["--model.dni.scale=x"], ["model.dni.scale must be a number, got 'x'"]),
-    (["--trainer.max_epochs=abc"], ["trainer.max_epochs must be an integer or null, got 'abc'"]),
-    (["--data.batch_size=two"], ["data.batch_size must be an integer, got 'two'"]),
-    (["--trainer.callbacks=[1]"], ["trainer.callbacks cannot be '[1]': it takes one of"]),
-    (["--bogus", "3"], ["unrecognized arguments: --bogus 3"]),
+    (["--model.init_args.dni.lrr=1"], ["model.dni.lrr is not a setting of seqdni.engines.DNIOptions", MODEL_KEYS]),
+    (["--model.hiden_size=3"], ["model.hiden_size is not a setting of seqdni.training.SeqModel", MODEL_KEYS]),
+    (["--model.dni.scale=x"], ["model.dni.scale must be a number, got 'x'", MODEL_KEYS]),
+    (["--model.init_range=abc"], ["model.init_range must be a number or null, got 'abc'", MODEL_KEYS]),
+    (["--model.dni=foo"], ["model.dni cannot be 'foo': it takes one of DNIOptions, null", MODEL_KEYS]),
+    (["--trainer.max_epochs=abc"], ["trainer.max_epochs must be an integer or null, got 'abc'", TRAINER_KEYS]),
+    (["--data.batch_size=two"], ["data.batch_size must be an integer, got 'two'",
+                                 "--data.help seqdni.data.CharDataModule` lists its keys"]),
+    (["--trainer.callbacks=[1]"], ["trainer.callbacks cannot be '[1]': it takes one of", TRAINER_KEYS]),
+    (["--bogus", "3"], ["unrecognized arguments: --bogus 3", TRAINER_KEYS]),
 ])
 def test_a_bad_argument_is_one_paragraph_that_names_the_full_key_not_the_usage(capsys, text_files, tmp_path,
                                                                                 override, needles):
     """jsonargparse's own report is the whole usage (over a hundred lines) and a nested account of each
     type it tried; the command says which key, what it takes, what was given, and where to look."""
     flat = one_paragraph(capsys, train_cli.main, ["--config", SMOKE, *data_args(text_files, tmp_path), *override],
-                         *needles, "`python -m seqdni.train --help` lists every key")
+                         *needles)
     assert "usage:" not in flat and "Given value" not in flat
+
+
+def test_a_bad_value_in_a_config_file_is_named_by_its_key(capsys, text_files, tmp_path):
+    mine = tmp_path / "mine.yaml"
+    mine.write_text(f"base: {SMOKE}\nmodel: {{init_args: {{init_range: abc}}}}\n")
+    one_paragraph(capsys, train_cli.main, ["--config", str(mine), *data_args(text_files, tmp_path)],
+                  "model.init_range must be a number or null, got 'abc'")
 
 
 def test_a_key_before_the_config_that_chooses_its_class_is_said_so(capsys, text_files, tmp_path):
@@ -67,8 +81,14 @@ def test_a_missing_config_lists_the_shipped_ones_of_its_family(capsys, tmp_path,
     monkeypatch.chdir(tmp_path)
     flat = one_paragraph(capsys, train_cli.main, ["--config", "configs/ptb-cpu/dni9.yaml"],
                          f"--config: no such file: {tmp_path / 'configs/ptb-cpu/dni9.yaml'}",
-                         "nor among the shipped configs; ptb-cpu/ has bptt20.yaml")
-    assert "dni8.yaml" in flat
+                         "nor among the shipped configs; ptb-cpu/ has")
+    assert "dni8.yaml" in flat and "bptt8.yaml" in flat
+    elsewhere = tmp_path / "other/configs/x.yaml"  # not under the working directory's configs/: no list
+    assert "shipped" not in one_paragraph(capsys, train_cli.main, ["--config", str(elsewhere)], "no such file")
+    mine = tmp_path / "mine.yaml"
+    mine.write_text("base: nothere.yaml\n")
+    one_paragraph(capsys, train_cli.main, ["--config", str(mine)],
+                  f"--config {mine}: its base {tmp_path / 'nothere.yaml'} is not a file")
 
 
 def test_a_config_that_is_not_yaml_is_named_with_its_line(capsys, tmp_path):
