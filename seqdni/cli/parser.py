@@ -50,16 +50,18 @@ def _unrecognized_inside(message: str, key: str) -> str | None:
     return f"{given} is not an argument{owner}{hint}"
 
 
-def _innermost_union(message: str) -> tuple[list[str], str | None]:
-    """The alternatives and the given value of the innermost Union the message reports."""
+def _innermost_union(message: str) -> tuple[list[str], list[str], str | None]:
+    """The subtypes, the alternatives' errors and the given value of the innermost Union the message reports."""
     start = message.rfind("Subtypes:")
     if start < 0:
-        return [], None
+        return [], [], None
     end = message.find("Given value type:", start)
     block = message[start : end if end > 0 else len(message)]
     given = re.search(r"Given value: (.*)$", message[start:], re.MULTILINE)
     value = re.sub(r"NestedArg\(key='[^']*', val=(['\"])(.*)\1\)$", r"\2", given[1].strip()) if given else None
-    return re.findall(r"^\s*- (.*)$", block, re.MULTILINE), value
+    subtypes = re.match(r"Subtypes: \[(.*)\]$", block, re.MULTILINE)
+    kinds = re.split(r",\s*(?![^\[]*\])", subtypes[1]) if subtypes else []
+    return kinds, re.findall(r"^\s*- (.*)$", block, re.MULTILINE), value
 
 
 def _type_name(text: str) -> str:
@@ -74,15 +76,13 @@ def _wrong_type(message: str, key: str) -> str | None:
     if leaves:
         kind, value = leaves[-1]
         return f"{key} must be {_type_name(kind)}, got {value.strip()!r}"
-    alternatives, value = _innermost_union(message)
+    kinds, alternatives, value = _innermost_union(message)
     if not (key and value is not None and alternatives):
         return None
     plain_types = [re.fullmatch(r"Expected a (<class '\w+'>)", a.strip()) for a in alternatives]
     if all(plain_types):
         return f"{key} must be {' or '.join(_type_name(t[1]) for t in plain_types)}, got {value!r}"
-    subtypes = re.search(r"Subtypes: \[(.*)\]$", message[message.rfind("Subtypes:"):], re.MULTILINE)
-    kinds = ", ".join(_type_name(t) for t in re.split(r",\s*(?![^\[]*\])", subtypes[1])) if subtypes else "?"
-    return f"{key} cannot be {value!r}: it takes one of {kinds}"
+    return f"{key} cannot be {value!r}: it takes one of {', '.join(_type_name(t) for t in kinds) or '?'}"
 
 
 RULES = (_unknown_key, _unrecognized_inside, _wrong_type)
