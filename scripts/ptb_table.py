@@ -273,8 +273,14 @@ def budget_table(groups: dict[str, list[dict]], key: str, limit: float) -> list[
 
 
 def compare(a: dict[int, float], b: dict[int, float]) -> str:
-    """a's mean minus b's over their seeds, whether the seeds separate them, and the difference seed by
-    seed where both ran a seed (the same seed starts both from the same weights on the same data)."""
+    """a's mean minus b's, whether the seeds separate them, and the difference seed by seed where both ran
+    a seed (the same seed starts both from the same weights on the same data). Where both ran some of the
+    same seeds but not all, the means and the verdict are over those seeds only: a seed one config lacks
+    would otherwise move its mean alone."""
+    common, scope = sorted(a.keys() & b.keys()), ""
+    if common and set(common) != a.keys() | b.keys():
+        a, b = {s: a[s] for s in common}, {s: b[s] for s in common}
+        scope = f" over seed{'s' if len(common) > 1 else ''} {', '.join(map(str, common))} (run by both)"
     diff = statistics.mean(a.values()) - statistics.mean(b.values())
     if len(a) < 2 or len(b) < 2:
         verdict = "too few seeds to tell"
@@ -282,12 +288,12 @@ def compare(a: dict[int, float], b: dict[int, float]) -> str:
         verdict = "larger than the seed spread (the seeds do not overlap)"
     else:
         verdict = "within the seed spread (the seeds overlap)"
-    paired = [a[s] - b[s] for s in sorted(a.keys() & b.keys())]
+    paired = [a[s] - b[s] for s in common]
     if not paired:
         return f"{diff:+.4f}, {verdict}"
     signs = "" if len(paired) < 2 else (", the same sign in every seed" if all(d < 0 for d in paired)
                                          or all(d > 0 for d in paired) else ", not one sign in every seed")
-    return f"{diff:+.4f}, {verdict}; seed by seed {' / '.join(format(d, '+.4f') for d in paired)}{signs}"
+    return f"{diff:+.4f}{scope}, {verdict}; seed by seed {' / '.join(format(d, '+.4f') for d in paired)}{signs}"
 
 
 def differences(groups: dict[str, list[dict]], limits: dict[str, float]) -> list[str]:
