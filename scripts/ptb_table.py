@@ -45,6 +45,7 @@ PAIRS = [("dni8", "bptt8"), ("dni8", "bptt40"), ("bptt40", "bptt8"), ("bptt20", 
          # the controls, when run
          ("dni8-discount", "dni8-discount-shuffled"), ("dni8-discount-shuffled", "bptt8"),
          ("dni8-aux", "dni8-aux-m-frozen"), ("dni8-aux-m-frozen", "dni8"),
+         ("dni8-aux", "dni8-aux-no-injection"), ("dni8-aux-no-injection", "dni8-aux-m-frozen"),
          ("dni8", "dni8-shuffled"), ("dni8-shuffled", "bptt8")]
 
 

@@ -25,7 +25,8 @@ With n-step targets (`target_unrolls`), the last n - 1 unrolls' start states, in
 targets are carried (and checkpointed) until the oldest state's target is complete; with
 `pending_targets`, M also learns every one of them at every update, on the horizon it has so far
 (`seqdni.engines.n_step`). With `injection: shuffled` (a control) the core receives another stream's
-M(s_{t+T}) (`seqdni.engines.control`), and M's target is corrected for it. With `lookahead` L (a
+M(s_{t+T}) (`seqdni.engines.control`), with `injection: none` nothing, and M's target is corrected
+for it. With `lookahead` L (a
 conditional M on the targets ahead), `update` gets the unroll's T targets and L more: M(s_t) reads
 targets 0..L-1 of them, M(s_{t+T}) targets T..T+L-1.
 """
@@ -177,7 +178,7 @@ class FlatEngine(NStepTargets, Unrolling, RecurrentEval, nn.Module):
                    cond: Tensor | None) -> tuple[list[Tensor], Tensor, Tensor | None, Tensor]:
         """The injection of M(s_{t+T}) (and, for DNI + Aux, the auxiliary loss); returns M(s_{t+T}),
         with `reuse` the same prediction with its graph (M's next regression input), and what
-        the core received (`injection`: M(s_{t+T}), or another stream's)."""
+        the core received (`injection`: M(s_{t+T}), another stream's, or zero)."""
         batch, n, live = y.size(0), y.size(0) * y.size(1), None  # n: positions the mean loss runs over
         if fwd.states is None:
             flat_end = flatten_state(fwd.end)
@@ -190,8 +191,12 @@ class FlatEngine(NStepTargets, Unrolling, RecurrentEval, nn.Module):
             flat_end = flatten_state(fwd.end)
             g_steps = self.boundary.predict(fwd.states, self._cond_steps(x, y), batch_dim=0)
             g = g_steps[-batch:]
-        sent = self.rotation(g) if self.dni.shuffled else g
-        terms = [self.boundary.inject(flat_end, sent, n, batch_dim=0)]
+        terms = []
+        if self.dni.injection == "none":  # the control: the core receives nothing
+            sent = torch.zeros_like(g)
+        else:
+            sent = self.rotation(g) if self.dni.shuffled else g
+            terms.append(self.boundary.inject(flat_end, sent, n, batch_dim=0))
         if self.aux is not None and redo is not None:  # Â(s_τ) ≈ M(s_{τ+T}) for the previous unroll's steps
             m = min(redo.size(0), g_steps.size(0))
             aux_pred, aux_target = self.aux(redo[-m:]), g_steps[-m:]
@@ -209,7 +214,7 @@ class FlatEngine(NStepTargets, Unrolling, RecurrentEval, nn.Module):
         if self.dni.second_pass:  # γ ≠ α, an episode ended, or a control injection: add Jᵀ (γ g - α sent)
             target = target + self.boundary.remainder(fwd.end, g, s_t, discount=self._discounts(y, g),
                                                       retain_graph=fwd.graph is not None,
-                                                      sent=sent if self.dni.shuffled else None)
+                                                      sent=sent if self.dni.controlled else None)
         if carry.prediction is not None:  # `reuse`: M(s_t) as made for the previous unroll's injection
             loss = regression_loss(carry.prediction, target)
             return loss, carry.prediction.detach(), target.detach()

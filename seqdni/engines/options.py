@@ -98,6 +98,10 @@ class DNIOptions(BoundaryOptions):
             one-step target is corrected for what was injected, one more vector-Jacobian product). A
             gain over BPTT that survives it does not come from credit assignment. Needs at least two
             streams per batch; not with Aux or `train_core`, which train the core on its own stream's M.
+            "none", a control: nothing (BPTT-T's gradient), while M learns as with "prediction" (its
+            one-step target corrected likewise). With Aux, the core still learns to predict M's
+            output T steps ahead: what DNI + Aux gains beyond it comes from the injection. Not with
+            `train_core`.
         least_squares: > 0: M is not trained by its optimiser but fitted in closed form, at every
             update, to its targets of about this many recent updates (an exponentially weighted
             ridge regression, `seqdni.dni.LeastSquares`); `lr` and `clip` then do nothing. 0: Adam.
@@ -118,19 +122,24 @@ class DNIOptions(BoundaryOptions):
     episodic: bool = False
     target_unrolls: int = 1
     pending_targets: bool = False
-    injection: Literal["prediction", "shuffled"] = "prediction"
+    injection: Literal["prediction", "shuffled", "none"] = "prediction"
     least_squares: int = 0
     ridge: float = 0.01
     solve_every: int = 10
 
     @property
     def second_pass(self) -> bool:
-        return super().second_pass or self.episodic or self.shuffled
+        return super().second_pass or self.episodic or self.controlled
 
     @property
     def shuffled(self) -> bool:
         """The control injection: each stream receives another stream's synthetic gradient."""
         return self.injection == "shuffled"
+
+    @property
+    def controlled(self) -> bool:
+        """A control injection: the core receives something other than its own stream's M(s_{t+T})."""
+        return self.injection != "prediction"
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -171,13 +180,17 @@ class DNIOptions(BoundaryOptions):
                             f"without Aux or train_core allows; unset model.dni.{clash[0]} or model.dni.reuse")
 
     def _check_injection(self) -> None:
-        if self.injection not in ("prediction", "shuffled"):
-            raise UserError(f"model.dni.injection is what the core receives at a boundary, \"prediction\" (DNI) or "
-                            f"\"shuffled\" (the control: another stream's prediction); got {self.injection!r}")
+        if self.injection not in ("prediction", "shuffled", "none"):
+            raise UserError(f"model.dni.injection is what the core receives at a boundary, \"prediction\" (DNI), "
+                            f"\"shuffled\" (a control: another stream's prediction) or \"none\" (a control: "
+                            f"nothing); got {self.injection!r}")
         own = [k for k, on in (("aux_weight", self.aux_weight > 0), ("train_core", self.train_core)) if on]
         if self.shuffled and own:
             raise UserError(f"model.dni.injection shuffled keeps each stream's own synthetic gradient from its core, "
                             f"but model.dni.{own[0]} trains the core on it; unset one of them")
+        if self.injection == "none" and self.train_core:
+            raise UserError("model.dni.injection none keeps M's predictions from the core, but model.dni.train_core "
+                            "trains the core on M's loss; unset one of them")
 
     def _check_lookahead(self) -> None:
         if self.lookahead < 0:

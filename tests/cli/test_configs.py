@@ -35,9 +35,11 @@ FF = re.compile(r"(digits|addition|mnist)-(bp|dni|cdni)(-bootstrap)?")  # ff/dig
 # bptt8, dni20, dni8-aux, dni2-n4, cdni2-n8-pending, bptt60-whole, dni8-discount: T, DNI, DNI + Aux, n-step
 # targets (learned while pending), M also reading the targets its n-step target covers (cdni), windows of whole
 # episodes, one-step targets discounted by the injection scale (γ = α); -shuffled: the control injection
-# (each stream receives another's synthetic gradient); -m-frozen: M kept at its zero start (learning rate 0).
+# (each stream receives another's synthetic gradient), -no-injection: the control that injects nothing;
+# -m-frozen: M kept at its zero start (learning rate 0).
 # Without -n<k>, a family's own DNI targets: 8-step learned while pending (docs/copy.md).
-FLAT = re.compile(r"(bptt|dni|cdni)(\d+)(-aux|-whole|-discount|-n(\d+)(-pending)?)?(-shuffled)?(-m-frozen)?")
+FLAT = re.compile(r"(bptt|dni|cdni)(\d+)(-aux|-whole|-discount|-n(\d+)(-pending)?)?(-shuffled|-no-injection)?(-m-frozen)?")
+INJECTION = {None: "prediction", "-shuffled": "shuffled", "-no-injection": "none"}
 FAMILY_TARGETS = {family: (8, True) for family in ("copy", "repeat-copy", "ptb-cpu", "ptb")}  # (n, pending)
 HIER = re.compile(r"hier-(bptt|cut|dni)(\d+)")  # hier-dni8: the message interface and the lower T
 REGIME = re.compile(r"(bptt|cut|dni)(-cond|-state)?")  # two-timescale/dni-cond: the regime, what M also reads
@@ -89,7 +91,7 @@ def test_every_shipped_config_instantiates_and_is_what_its_name_says(config, tmp
         assert (model.dni is not None and model.dni.conditional) == (reads == "-cond")
         assert (model.dni is not None and model.dni.sender_state) == (reads == "-state")
     elif m := FLAT.fullmatch(name):
-        kind, unroll, suffix, n, pending, shuffled, frozen = m.groups()
+        kind, unroll, suffix, n, pending, control, frozen = m.groups()
         assert isinstance(model, SeqModel)
         assert model.hparams.unroll == int(unroll)
         assert (model.dni is not None) == (kind != "bptt")
@@ -102,7 +104,7 @@ def test_every_shipped_config_instantiates_and_is_what_its_name_says(config, tmp
         assert model.dni is None or model.dni.lookahead == ahead
         assert getattr(dm, "lookahead", 0) == ahead
         assert getattr(dm, "whole_episodes", False) == (suffix == "-whole")
-        assert model.dni is None or model.dni.shuffled == bool(shuffled)
+        assert model.dni is None or model.dni.injection == INJECTION[control]
         assert model.dni is None or (model.dni.lr == 0) == bool(frozen)
     else:  # a shipped variant has a name the rules above read; only the bases and the smoke run have none
         assert config.parent.name == "base" or name == "smoke", f"{config}: no naming rule above reads {name!r}"

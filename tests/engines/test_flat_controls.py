@@ -1,5 +1,5 @@
-"""The control injection (`DNIOptions.injection: shuffled`): each stream's core receives another
-stream's synthetic gradient, while M learns exactly what it learns under DNI."""
+"""The control injections (`DNIOptions.injection`): with "shuffled" each stream's core receives another
+stream's synthetic gradient, with "none" nothing, while M learns exactly what it learns under DNI."""
 
 from __future__ import annotations
 
@@ -74,16 +74,17 @@ def test_a_resumed_engine_draws_the_offsets_the_uninterrupted_one_would():
     assert "rotation._extra_state" not in flat_engine(char_lstm(), DNIOptions()).state_dict()  # DNI's checkpoints unchanged
 
 
+@pytest.mark.parametrize("injection", ["shuffled", "none"])
 @pytest.mark.parametrize("kw", [
     {"scale": 0.3},  # one-step, γ = α: the target is corrected for what was injected
     {"scale": 0.3, "discount": 0.9},
     {"scale": 0.3, "discount": 1.0, "target_unrolls": 2, "pending_targets": True},
 ])
-def test_m_learns_the_targets_it_learns_without_the_control(kw):
+def test_m_learns_the_targets_it_learns_without_the_control(kw, injection):
     """Same weights, same data, no optimiser steps: the states are the same, so M's targets must be."""
     x, y = random_ids(4 * T)
     net = char_lstm()
-    dni, control = flat_engine(net, DNIOptions(**kw)), flat_engine(net, DNIOptions(injection="shuffled", **kw))
+    dni, control = flat_engine(net, DNIOptions(**kw)), flat_engine(net, DNIOptions(injection=injection, **kw))
     randomize(dni.boundary.sg, std=0.3)
     control.boundary.sg.load_state_dict(dni.boundary.sg.state_dict())
     outs, outs_c = unroll_all(dni, x, y, T), unroll_all(control, x, y, T)
@@ -97,12 +98,55 @@ def test_m_learns_the_targets_it_learns_without_the_control(kw):
 
 
 def test_a_bad_injection_or_a_single_stream_names_the_problem():
-    with pytest.raises(ValueError, match=r"model.dni.injection .* got 'noise'"):
+    with pytest.raises(ValueError, match=r"model.dni.injection .* \"none\" .* got 'noise'"):
         DNIOptions(injection="noise")
     for kw, key in (({"aux_weight": 0.1}, "aux_weight"), ({"train_core": True}, "train_core")):
         with pytest.raises(ValueError, match=rf"injection shuffled .* model.dni.{key} trains the core on it"):
             DNIOptions(injection="shuffled", **kw)
+    with pytest.raises(ValueError, match=r"injection none .* model.dni.train_core trains the core on M's loss"):
+        DNIOptions(injection="none", train_core=True)
+    assert DNIOptions(injection="none", aux_weight=0.1).aux_weight == 0.1  # its purpose: Aux without the injection
     e = flat_engine(char_lstm(), DNIOptions(injection="shuffled"))
     x, y = random_ids(T)
     with pytest.raises(ValueError, match="a batch of one stream"):
         unroll_all(e, x[:1], y[:1], T)
+
+
+@pytest.mark.parametrize("kw", [{}, {"target_unrolls": 2, "pending_targets": True}])
+def test_with_no_injection_the_core_learns_as_bptt(kw):
+    """`injection: none`: the core's gradient is BPTT-T's, unroll after unroll, though M predicts."""
+    x, y = random_ids(3 * T)
+    net = char_lstm()
+    control, dni = (flat_engine(net, DNIOptions(scale=0.5, injection=i, **kw)) for i in ("none", "prediction"))
+    bptt = flat_engine(net, None)
+    for e in (control, dni):
+        randomize(e.boundary.sg, std=0.3)
+    outs = [unroll_all(e, x, y, T) for e in (control, dni, bptt)]
+    assert any(o.sg_loss is not None for o in outs[0])  # M learns
+    got, want, dni_grads = (grads(e.net.parameters()) for e in (control, bptt, dni))
+    for a, b in zip(got, want):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-14)
+    assert max((a - b).abs().max() for a, b in zip(got, dni_grads)) > 1e-6  # DNI's is not
+
+
+def test_with_no_injection_and_aux_the_core_gets_bptt_plus_dni_auxs_auxiliary_gradient():
+    """What Aux adds to the core's gradient is the same with and without the injection: the control
+    removes the synthetic gradient and nothing else of DNI + Aux."""
+    x, y = random_ids(3 * T)
+    net = char_lstm()
+    kinds = {"control": DNIOptions(scale=0.5, injection="none", aux_weight=0.7), "bptt": None,
+             "dni_aux": DNIOptions(scale=0.5, aux_weight=0.7), "dni": DNIOptions(scale=0.5)}
+    engines = {k: flat_engine(net, dni) for k, dni in kinds.items()}
+    for e in engines.values():
+        if e.boundary is not None:
+            randomize(e.boundary.sg, std=0.3)
+        if e.aux is not None:
+            randomize(e.aux, seed=6)
+    outs = {k: unroll_all(e, x, y, T) for k, e in engines.items()}
+    g = {k: grads(e.net.parameters()) for k, e in engines.items()}
+    for c, b, da, d in zip(g["control"], g["bptt"], g["dni_aux"], g["dni"]):
+        torch.testing.assert_close(c - b, da - d, rtol=1e-8, atol=1e-12)
+    assert max((c - b).abs().max() for c, b in zip(g["control"], g["bptt"])) > 1e-6  # Aux does reach the core
+    assert max((c - d).abs().max() for c, d in zip(g["control"], g["dni_aux"])) > 1e-6  # the injection does too
+    torch.testing.assert_close(outs["control"][-1].stats["sg/aux_loss"], outs["dni_aux"][-1].stats["sg/aux_loss"],
+                               rtol=1e-12, atol=0)
