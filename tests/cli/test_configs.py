@@ -149,7 +149,7 @@ def test_one_seed_starts_every_ptb_grid_config_from_the_same_network(tmp_path, m
         return built.model.engine.net.state_dict()
 
     first = start("bptt8")
-    for name in ("bptt40", "dni8", "dni8-aux", "dni8-discount-shuffled"):
+    for name in ("bptt40", "dni8", "dni8-aux", "dni8-discount-shuffled", "dni8-aux-m-frozen", "dni8-aux-no-injection"):
         weights = start(name)
         assert all(torch.equal(first[k], weights[k]) for k in first), name
     other = start("bptt8", seed=1)

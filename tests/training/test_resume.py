@@ -19,6 +19,7 @@ ENDLESS = dict(limit_val_batches=None, max_epochs=-1, check_val_every_n_epoch=No
     (None, 6), (DNIOptions(aux_weight=0.5), 6),
     # the control draws an offset per boundary; at batch 6 every stream holds the same text, so rotating does nothing
     (DNIOptions(scale=1.0, lr=1e-2, injection="shuffled"), 4),
+    (DNIOptions(aux_weight=0.5, injection="none", target_unrolls=2, pending_targets=True), 6),  # DNI + Aux's control
 ])
 def test_flat_resume_continues_exactly_loss_by_loss(tmp_path, tiny_data, dni, batch):
     dm = tiny_data(batch_size=batch)
