@@ -114,7 +114,6 @@ def test_a_bad_injection_or_a_single_stream_names_the_problem():
 
 def per_unroll_core_grads(e, x, y) -> list[list[torch.Tensor]]:
     """The core's gradient of each unroll on its own (no optimiser steps: the states are the same)."""
-    e.zero_grad(set_to_none=True)
     carry, out = e.initial_carry(x.size(0), x.device), []
     for i in range(x.size(1) // T):
         e.zero_grad(set_to_none=True)
