@@ -58,6 +58,12 @@ class Interface(nn.Module):
         """Whether M learns by gradient steps on `learn`'s loss (else `learn` fits it by least squares)."""
         return self.fit is None
 
+    @property
+    def learns(self) -> bool:
+        """Whether M changes at all: fitted by least squares, or by gradient steps at a learning rate
+        above 0 (`lr: 0` freezes M, a control: it then needs no targets)."""
+        return self.fit is not None or self.opts.lr > 0
+
     def rows(self, value: State, batch_dim: int = 1) -> Tensor:
         """A value as rows of `width` features (a (B, width) matrix passes through unchanged)."""
         return flatten_state(value, batch_dim).reshape(-1, self.width)

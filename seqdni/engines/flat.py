@@ -24,11 +24,11 @@ trains them, and the auxiliary gradient is the one at the weights of one update 
 With n-step targets (`target_unrolls`), the last n - 1 unrolls' start states, inputs and
 targets are carried (and checkpointed) until the oldest state's target is complete; with
 `pending_targets`, M also learns every one of them at every update, on the horizon it has so far
-(`seqdni.engines.n_step`). With `injection: shuffled` (a control) the core receives another stream's
+(`seqdni.engines.n_step`). A frozen M (`lr: 0`, without `train_core`) learns nothing, so no
+target is computed. With `injection: shuffled` (a control) the core receives another stream's
 M(s_{t+T}) (`seqdni.engines.control`), with `injection: none` nothing, and M's target is corrected
-for it. With `lookahead` L (a
-conditional M on the targets ahead), `update` gets the unroll's T targets and L more: M(s_t) reads
-targets 0..L-1 of them, M(s_{t+T}) targets T..T+L-1.
+for it. With `lookahead` L (a conditional M on the targets ahead), `update` gets the unroll's T
+targets and L more: M(s_t) reads targets 0..L-1 of them, M(s_{t+T}) targets T..T+L-1.
 """
 
 from __future__ import annotations
@@ -123,8 +123,9 @@ class FlatEngine(NStepTargets, Unrolling, RecurrentEval, nn.Module):
         With `lookahead`, `y` holds the unroll's targets and `lookahead` more."""
         cond_t, cond_end = self._conditions(x, y)
         y = y[:, : x.size(1)]
-        n_step = self.boundary is not None and self.dni.target_unrolls > 1
-        want_target = self.boundary is not None and carry.boundary and not n_step
+        learns = self.boundary is not None and (self.boundary.learns or self.dni.train_core)  # else no targets
+        n_step = learns and self.dni.target_unrolls > 1
+        want_target = learns and carry.boundary and not n_step
         s_t = detach_state(carry.state, requires_grad=want_target)  # leaf: collects ∂J_k/∂s_t
         redo = self._aux_states(carry) if self.aux is not None else None
         fwd = self._forward(x, s_t)

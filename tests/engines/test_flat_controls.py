@@ -3,13 +3,15 @@ stream's synthetic gradient, with "none" nothing, while M learns exactly what it
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 import torch.nn.functional as F
 from helpers import B, T, V, char_lstm, flat_engine, grads, random_ids, randomize, unroll_all
 
-from seqdni.dni import flatten_state
-from seqdni.engines import DNIOptions
+from seqdni.dni import Interface, flatten_state
+from seqdni.engines import DNIOptions, Steps
 
 
 def one_unroll_gradients(e, x, y, sent_rows) -> list[torch.Tensor]:
@@ -161,3 +163,45 @@ def test_with_no_injection_and_aux_the_core_gets_bptt_plus_dni_auxs_auxiliary_gr
             torch.testing.assert_close(pc, pda, rtol=1e-10, atol=1e-14)
     assert max((c - b).abs().max() for c, b in zip(g["control"][-1], g["bptt"][-1])) > 1e-6  # Aux reaches the core
     assert max((c - d).abs().max() for c, d in zip(g["control"][-1], g["dni_aux"][-1])) > 1e-6  # so does the injection
+
+
+def adam_updates(e, x, y) -> list:
+    """The engine's updates over x with Adam steps, each group at its own learning rate (as in training)."""
+    groups = e.param_groups()
+    steps = Steps(groups, [torch.optim.Adam(g.params, lr=g.lr) for g in groups])
+    carry, outs = e.initial_carry(x.size(0), x.device), []
+    for i in range(x.size(1) // T):
+        carry, out = e.update(x[:, i * T : (i + 1) * T], y[:, i * T : (i + 1) * T], carry, steps)
+        outs.append(out)
+    return outs
+
+
+@pytest.mark.parametrize("kw", [{}, {"discount": 0.9}, {"target_unrolls": 3},
+                                # the shipped dni8-aux-m-frozen's targets (8-step pending, γ = 1, squash), with Aux
+                                {"discount": 1.0, "squash": True, "target_unrolls": 2, "pending_targets": True,
+                                 "aux_weight": 0.7}])
+def test_a_frozen_m_computes_no_targets_and_the_core_trains_exactly_as_if_it_did(kw, monkeypatch):
+    """`lr: 0` (the M-frozen control): M's targets, the costliest part of n-step and pending targets, are
+    skipped; M still predicts and the core's weights after every update are bit for bit those of an engine
+    that computes the targets and steps M by 0."""
+    x, y = random_ids(6 * T)
+    skipping = flat_engine(char_lstm(), DNIOptions(lr=0.0, scale=0.5, **kw))
+    randomize(skipping.boundary.sg, std=0.3)  # frozen away from zero: the injection reaches the core
+    computing, m = copy.deepcopy(skipping), copy.deepcopy(skipping.boundary.sg.state_dict())
+    outs = adam_updates(skipping, x, y)
+    monkeypatch.setattr(Interface, "learns", property(lambda self: True))
+    outs_c = adam_updates(computing, x, y)
+    assert all(o.sg_loss is None and o.target is None for o in outs)
+    assert sum(o.sg_loss is not None for o in outs_c) >= 3  # the reference did compute them
+    for a, b in zip(skipping.parameters(), computing.parameters()):
+        assert torch.equal(a, b)
+    for k, v in m.items():
+        assert torch.equal(skipping.boundary.sg.state_dict()[k], v)
+    assert max((p - q).abs().max() for p, q in zip(skipping.net.parameters(), char_lstm().double().parameters())) > 1e-3
+
+
+def test_with_train_core_a_frozen_m_still_trains_the_core_through_its_loss():
+    x, y = random_ids(3 * T)
+    e = flat_engine(char_lstm(), DNIOptions(lr=0.0, train_core=True))
+    outs = adam_updates(e, x, y)
+    assert sum(o.sg_loss is not None for o in outs) == 2  # every boundary's target
