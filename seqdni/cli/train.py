@@ -162,8 +162,13 @@ def _build(args: list[str] | None, debug: bool = False, **kw) -> SeqDNICLI:
 
 
 def cli(args: list[str], **kw) -> SeqDNICLI:
-    """The CLI over `args` (`run=False` builds `.model`, `.datamodule`, `.trainer` without running)."""
-    return _build(expand_configs(list(args)), **kw)
+    """The CLI over `args` (`run=False` builds `.model`, `.datamodule`, `.trainer` without running).
+    The caller's own command line (a script's options) is not the CLI's: it is hidden while the CLI is built."""
+    argv, sys.argv = sys.argv, sys.argv[:1]
+    try:
+        return _build(expand_configs(list(args)), **kw)
+    finally:
+        sys.argv = argv
 
 
 def main(args: list[str] | None = None) -> SeqDNICLI:

@@ -7,6 +7,7 @@ What the files share is not checked here: a variant names its `base:` and holds 
 from __future__ import annotations
 
 import re
+import sys
 
 import pytest
 import torch
@@ -154,3 +155,14 @@ def test_one_seed_starts_every_ptb_grid_config_from_the_same_network(tmp_path, m
         assert all(torch.equal(first[k], weights[k]) for k in first), name
     other = start("bptt8", seed=1)
     assert not any(torch.equal(first[k], other[k]) for k in first if "weight" in k)
+
+
+def test_a_script_builds_the_cli_from_its_list_alone_whatever_its_own_command_line(monkeypatch, recwarn):
+    """`cli(args)` in a script (`scripts/ff_table.py --steps 5`): the script's options on sys.argv are
+    neither parsed nor warned about, and are there again afterwards."""
+    monkeypatch.setattr(sys, "argv", ["ff_table.py", "--steps", "5"])
+    built = cli(["--config", str(ROOT / "configs/ff/digits-bp.yaml"), "--trainer.logger=false",
+                 "--trainer.max_steps=3"], run=False)
+    assert built.trainer.max_steps == 3
+    assert not [w for w in recwarn if "args parameter" in str(w.message)]
+    assert sys.argv == ["ff_table.py", "--steps", "5"]
