@@ -85,6 +85,13 @@ class SeqDNICLI(LightningCLI):
             return
         best = self.trainer.checkpoint_callback
         ckpt = "best" if best is not None and getattr(best, "best_model_path", "") else None
+        if ckpt and not Path(best.best_model_path).is_file():
+            run = self.trainer.log_dir or "<run>"
+            raise UserError(
+                f"training finished, but the test split was not scored: the run's best checkpoint, "
+                f"{best.best_model_path}, is not there (deleted, or the run was moved away from the folder "
+                f"that wrote it). Its checkpoints are in {best.dirpath}; score one of them with `{PROG} test "
+                f"--config {run}/config.yaml --ckpt_path <file>`")
         self.trainer.test(self.model, datamodule=self.datamodule, ckpt_path=ckpt)
 
 

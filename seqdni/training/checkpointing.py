@@ -18,6 +18,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 import torch
+from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 from seqdni.errors import MissingInput, UserError
@@ -92,6 +93,32 @@ def upgrade(checkpoint: dict) -> dict:
         _upgrade_hparams(checkpoint["hyper_parameters"], meta["class_path"])
     meta["format"] = FORMAT
     return checkpoint
+
+
+def follow_run_folder(checkpoint: dict, callbacks: list) -> None:
+    """Point a resumed run's `ModelCheckpoint` states at the folder the run now writes in, where that is
+    the run's own folder reached by another path: the command runs in another directory than the one
+    that wrote the state (whose paths are relative to it), or the folder was moved. Lightning would
+    otherwise drop the best score (the next validation would become the best, whatever its BPC) and
+    keep a best path that leads nowhere (the test at the end would not find it). A state whose best
+    file is where it says, or whose best file is not in the new folder (another run's), is left alone."""
+    saved = checkpoint.get("callbacks") or {}
+    for cb in callbacks:
+        state = saved.get(cb.state_key) if isinstance(cb, ModelCheckpoint) else None
+        if not state or cb.dirpath is None or state.get("dirpath") == cb.dirpath:
+            continue
+        best, here = state.get("best_model_path") or "", Path(cb.dirpath)
+        if not best or Path(best).is_file() or not (here / Path(best).name).is_file():
+            continue
+        state.update(dirpath=cb.dirpath, best_model_path=_moved(best, here),
+                     kth_best_model_path=_moved(state.get("kth_best_model_path"), here),
+                     last_model_path=_moved(state.get("last_model_path"), here),
+                     best_k_models={_moved(k, here): v for k, v in (state.get("best_k_models") or {}).items()})
+
+
+def _moved(path: str | None, folder: Path) -> str | None:
+    """A checkpoint file's path in `folder` (an empty or missing path stays as it is)."""
+    return str(folder / Path(path).name) if path else path
 
 
 class CheckpointError(UserError):

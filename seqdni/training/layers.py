@@ -74,6 +74,10 @@ class LayerModel(L.LightningModule):
         checkpoint["seqdni"] = {"format": checkpointing.FORMAT, "carry": None, "config": self.run_config,
                                 "class_path": f"{type(self).__module__}.{type(self).__qualname__}"}
 
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        if self._trainer is not None:
+            checkpointing.follow_run_folder(checkpoint, self.trainer.checkpoint_callbacks)
+
     def on_train_start(self) -> None:
         self._direct = wrappers_add_nothing(self)
         stop_if_stopped_early(self.trainer)

@@ -5,13 +5,18 @@ good resume continues in the run's own folder on one optimiser-step axis."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
+import torch
 from helpers import data_args
+from lightning.pytorch.callbacks import ModelCheckpoint
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from seqdni.cli import resume
 from seqdni.cli.train import main
 from seqdni.errors import UserError
+from seqdni.training import checkpointing
 
 
 def steps(run, key: str) -> list[int]:
@@ -55,6 +60,70 @@ def test_resume_from_another_directory(text_files, tmp_path, monkeypatch, capsys
     ea = EventAccumulator(str(run))
     ea.Reload()
     assert [e.step for e in ea.Tensors("sample/text_summary")] == [8, 16]  # text samples on the same axis
+
+
+def test_resumed_from_another_working_directory_the_run_keeps_its_best_and_is_tested_there(
+        text_files, tmp_path, monkeypatch, recwarn):
+    """The best checkpoint's path in the saved state is relative to the directory that wrote it; resumed
+    from elsewhere (and validated no more), the run keeps its best score and path in its own folder and
+    scores the test split at that checkpoint."""
+    (tmp_path / "a").mkdir(), (tmp_path / "b").mkdir()
+    monkeypatch.chdir(tmp_path / "a")
+    args = ["--config", "configs/smoke.yaml", *data_args(text_files, tmp_path), "--trainer.default_root_dir=out",
+            "--trainer.enable_progress_bar=false"]
+    main([*args, "--trainer.max_steps=16"])  # a validation at step 12 writes the best checkpoint
+    run = tmp_path / "a/out/runs/smoke/smoke/version_0"
+    monkeypatch.chdir(tmp_path / "b")
+    main([*args, "--trainer.max_steps=20", f"--ckpt_path={run / 'checkpoints/latest.ckpt'}"])
+    assert not [str(w.message) for w in recwarn if "dirpath has changed" in str(w.message)]
+    ea = EventAccumulator(str(run))
+    ea.Reload()
+    assert [e.step for e in ea.Scalars("val/bpc")] == [12]
+    assert [e.step for e in ea.Scalars("test/bpc")] == [16, 20]  # each phase tested, at the best checkpoint
+    assert ea.Scalars("test/bpc")[1].value == pytest.approx(ea.Scalars("test/bpc")[0].value)
+    state = next(v for k, v in torch.load(run / "checkpoints/latest.ckpt", weights_only=False)["callbacks"].items()
+                 if k.startswith("ModelCheckpoint"))
+    assert float(state["best_model_score"]) == pytest.approx(ea.Scalars("val/bpc")[0].value)
+    assert Path(state["best_model_path"]).resolve() == (run / "checkpoints/epoch=0-step=12.ckpt").resolve()
+    assert not (tmp_path / "b/out").exists()  # nothing written where the command ran
+
+
+def test_a_best_checkpoint_gone_before_the_test_is_named_with_what_to_do(text_files, tmp_path, monkeypatch,
+                                                                          capsys):
+    monkeypatch.chdir(tmp_path)
+    args = ["--config", "configs/smoke.yaml", *data_args(text_files, tmp_path), "--trainer.enable_progress_bar=false"]
+    main([*args, "--trainer.max_steps=16"])
+    ckpts = tmp_path / "runs/smoke/smoke/version_0/checkpoints"
+    (best,) = ckpts.glob("epoch=*.ckpt")
+    best.unlink()
+    err = failure(capsys, [*args, "--trainer.max_steps=20", f"--ckpt_path={ckpts / 'latest.ckpt'}"])
+    assert f"the test split was not scored: the run's best checkpoint, {best.relative_to(tmp_path)}, is not there" in err
+    assert "python -m seqdni.train test --config runs/smoke/smoke/version_0/config.yaml --ckpt_path <file>" in err
+    assert torch.load(ckpts / "latest.ckpt", weights_only=False)["global_step"] == 20  # the training is saved
+
+
+def test_follow_run_folder_moves_a_states_paths_only_to_the_folder_that_holds_its_best(tmp_path):
+    here = tmp_path / "moved/checkpoints"
+    here.mkdir(parents=True)
+    (here / "best-step=12.ckpt").touch()
+    cb = ModelCheckpoint(dirpath=str(here), monitor="val/bpc")
+    old = "runs/x/version_0/checkpoints"
+
+    def saved():
+        return {"callbacks": {cb.state_key: {
+            "dirpath": old, "best_model_path": f"{old}/best-step=12.ckpt", "best_model_score": torch.tensor(1.5),
+            "kth_best_model_path": f"{old}/best-step=12.ckpt", "kth_value": torch.tensor(1.5),
+            "last_model_path": "", "best_k_models": {f"{old}/best-step=12.ckpt": torch.tensor(1.5)}}}}
+
+    ckpt = saved()
+    checkpointing.follow_run_folder(ckpt, [cb])
+    cb.load_state_dict(ckpt["callbacks"][cb.state_key])
+    assert cb.best_model_path == str(here / "best-step=12.ckpt") and float(cb.best_model_score) == 1.5
+    assert list(cb.best_k_models) == [str(here / "best-step=12.ckpt")]
+    (here / "best-step=12.ckpt").unlink()  # another run's folder: Lightning's own rule (its best score is dropped)
+    ckpt = saved()
+    checkpointing.follow_run_folder(ckpt, [cb])
+    assert ckpt == saved()
 
 
 def test_a_budget_counts_what_the_checkpoint_trained():
