@@ -57,6 +57,7 @@ def collect(lm, ids: torch.Tensor, rows: int, unrolls: int, warmup: int, learn: 
     states collected). `learn`: M keeps learning as in training (a fresh Adam at its learning rate, its clip),
     the core stays as it is."""
     T, engine, n = lm.hparams.unroll, lm.engine, lm.dni.target_unrolls
+    engine.targets_for_frozen_m = True  # M's targets are what is scored, whether or not M learned (a frozen-M control)
     m_params = list(engine.boundary.parameters())
     opt = torch.optim.Adam(m_params, lr=lm.dni.lr) if learn else None
     length = ids.numel() // rows

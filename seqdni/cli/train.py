@@ -22,6 +22,7 @@ from pathlib import Path
 
 import lightning as L
 import yaml
+from lightning.fabric.utilities.cloud_io import get_filesystem
 from lightning.pytorch.callbacks import Timer
 from lightning.pytorch.cli import LightningCLI
 from lightning.pytorch.utilities import rank_zero_info
@@ -85,7 +86,7 @@ class SeqDNICLI(LightningCLI):
             return
         best = self.trainer.checkpoint_callback
         ckpt = "best" if best is not None and getattr(best, "best_model_path", "") else None
-        if ckpt and not Path(best.best_model_path).is_file():
+        if ckpt and not get_filesystem(best.best_model_path).isfile(best.best_model_path):
             run = self.trainer.log_dir or "<run>"
             raise UserError(
                 f"training finished, but the test split was not scored: the run's best checkpoint, "
@@ -170,12 +171,11 @@ def _build(args: list[str] | None, debug: bool = False, **kw) -> SeqDNICLI:
 
 def cli(args: list[str], **kw) -> SeqDNICLI:
     """The CLI over `args` (`run=False` builds `.model`, `.datamodule`, `.trainer` without running).
-    The caller's own command line (a script's options) is not the CLI's: it is hidden while the CLI is built."""
-    argv, sys.argv = sys.argv, sys.argv[:1]
-    try:
+    The caller's own command line (a script's options) is not the CLI's, and Lightning's warning that it
+    exists is not shown."""
+    with warnings.catch_warnings():  # given `args`, the CLI reads nothing of the caller's own command line
+        warnings.filterwarnings("ignore", message="LightningCLI's args parameter is intended")
         return _build(expand_configs(list(args)), **kw)
-    finally:
-        sys.argv = argv
 
 
 def main(args: list[str] | None = None) -> SeqDNICLI:

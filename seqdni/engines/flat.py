@@ -24,11 +24,12 @@ trains them, and the auxiliary gradient is the one at the weights of one update 
 With n-step targets (`target_unrolls`), the last n - 1 unrolls' start states, inputs and
 targets are carried (and checkpointed) until the oldest state's target is complete; with
 `pending_targets`, M also learns every one of them at every update, on the horizon it has so far
-(`seqdni.engines.n_step`). A frozen M (`lr: 0`, without `train_core`) learns nothing, so no
-target is computed. With `injection: shuffled` (a control) the core receives another stream's
-M(s_{t+T}) (`seqdni.engines.control`), with `injection: none` nothing, and M's target is corrected
-for it. With `lookahead` L (a conditional M on the targets ahead), `update` gets the unroll's T
-targets and L more: M(s_t) reads targets 0..L-1 of them, M(s_{t+T}) targets T..T+L-1.
+(`seqdni.engines.n_step`). A frozen M (`lr: 0`, without `train_core` or least squares) learns
+nothing, so no target is computed (`targets_for_frozen_m` computes them for analysis). With
+`injection: shuffled` (a control) the core receives another stream's M(s_{t+T})
+(`seqdni.engines.control`), with `injection: none` nothing, and M's target is corrected for it.
+With `lookahead` L (a conditional M on the targets ahead), `update` gets the unroll's T targets
+and L more: M(s_t) reads targets 0..L-1 of them, M(s_{t+T}) targets T..T+L-1.
 """
 
 from __future__ import annotations
@@ -106,6 +107,7 @@ class FlatEngine(NStepTargets, Unrolling, RecurrentEval, nn.Module):
         self.boundary = None if dni is None else Interface(d, dni, cond_dim=cond, fit=fit)
         self.aux = aux_head(d, dni.rank) if dni is not None and dni.aux_weight > 0 else None
         self.rotation = StreamRotation() if dni is not None and dni.shuffled else None  # the control injection
+        self.targets_for_frozen_m = False  # True: M's targets even when M learns nothing (analysis scripts)
 
     def param_groups(self) -> list[ParamGroup]:
         core = list(self.net.parameters()) + (list(self.aux.parameters()) if self.aux is not None else [])
@@ -123,7 +125,8 @@ class FlatEngine(NStepTargets, Unrolling, RecurrentEval, nn.Module):
         With `lookahead`, `y` holds the unroll's targets and `lookahead` more."""
         cond_t, cond_end = self._conditions(x, y)
         y = y[:, : x.size(1)]
-        learns = self.boundary is not None and (self.boundary.learns or self.dni.train_core)  # else no targets
+        learns = self.boundary is not None and (self.boundary.learns or self.dni.train_core
+                                                or self.targets_for_frozen_m)  # else M needs no targets
         n_step = learns and self.dni.target_unrolls > 1
         want_target = learns and carry.boundary and not n_step
         s_t = detach_state(carry.state, requires_grad=want_target)  # leaf: collects ∂J_k/∂s_t

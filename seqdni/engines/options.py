@@ -18,8 +18,10 @@ class DNIOptions(BoundaryOptions):
         hidden: Width of the synthetic-gradient model's hidden layer; 0 makes it linear.
         scale: Factor on M's output before it is injected into the core's backward pass.
             0.1 keeps an untrained M from dominating the true in-unroll gradient.
-        lr: Learning rate of M's own Adam optimiser. 0 freezes M (a control): its targets are then
-            not computed, which leaves the core's training as it would be if they were.
+        lr: Learning rate of M's own Adam optimiser. 0 freezes M (a control; not with `least_squares`,
+            which ignores it): M's targets are then not computed (unless `train_core`), which leaves
+            the core's training bit for bit as it would be if they were, without dropout (with
+            dropout, the masks drawn after the first skipped target differ, as under another seed).
         clip: Gradient-norm clip of M (separate from the core's clip); 0 disables.
         rank: > 0: M (and, under Aux, Â) is a linear map of this rank (cheaper than d × d); 0: full rank.
         squash: M reads tanh of the state, element-wise, so its prediction stays bounded however

@@ -95,22 +95,23 @@ def upgrade(checkpoint: dict) -> dict:
     return checkpoint
 
 
-def follow_run_folder(checkpoint: dict, callbacks: list) -> None:
-    """Point a resumed run's `ModelCheckpoint` states at the folder the run now writes in, where that is
-    the run's own folder reached by another path: the command runs in another directory than the one
-    that wrote the state (whose paths are relative to it), or the folder was moved. Lightning would
-    otherwise drop the best score (the next validation would become the best, whatever its BPC) and
-    keep a best path that leads nowhere (the test at the end would not find it). A state whose best
-    file is where it says, or whose best file is not in the new folder (another run's), is left alone."""
+def follow_run_folder(checkpoint: dict, callbacks: list, loaded: str | None) -> None:
+    """Point the `ModelCheckpoint` states of a checkpoint `loaded` from a run's own checkpoint folder at
+    that folder as the run now names it. The states hold their paths as written: relative to the
+    directory the command ran in, and with the folder's old name if it was moved since. Where those
+    strings differ from today's, Lightning would drop the best score (the next validation would become
+    the best, whatever its BPC) and keep a best path that leads elsewhere or nowhere (the test at the
+    end would score another file, or none). A checkpoint loaded from anywhere but the callback's folder
+    (a new run started from another run's checkpoint) is left to Lightning's own rule."""
     saved = checkpoint.get("callbacks") or {}
     for cb in callbacks:
         state = saved.get(cb.state_key) if isinstance(cb, ModelCheckpoint) else None
-        if not state or cb.dirpath is None or state.get("dirpath") == cb.dirpath:
+        if not state or cb.dirpath is None or loaded is None or state.get("dirpath") == cb.dirpath:
             continue
-        best, here = state.get("best_model_path") or "", Path(cb.dirpath)
-        if not best or Path(best).is_file() or not (here / Path(best).name).is_file():
+        if _is_remote(str(loaded)) or Path(loaded).resolve().parent != Path(cb.dirpath).resolve():
             continue
-        state.update(dirpath=cb.dirpath, best_model_path=_moved(best, here),
+        here = Path(cb.dirpath)
+        state.update(dirpath=cb.dirpath, best_model_path=_moved(state.get("best_model_path"), here),
                      kth_best_model_path=_moved(state.get("kth_best_model_path"), here),
                      last_model_path=_moved(state.get("last_model_path"), here),
                      best_k_models={_moved(k, here): v for k, v in (state.get("best_k_models") or {}).items()})
@@ -119,6 +120,10 @@ def follow_run_folder(checkpoint: dict, callbacks: list) -> None:
 def _moved(path: str | None, folder: Path) -> str | None:
     """A checkpoint file's path in `folder` (an empty or missing path stays as it is)."""
     return str(folder / Path(path).name) if path else path
+
+
+def _is_remote(path: str) -> bool:
+    return "://" in path
 
 
 class CheckpointError(UserError):
@@ -149,7 +154,7 @@ class StagedCheckpointIO(TorchCheckpointIO):
     own writer stages in the system temp folder, and its move may cross file systems)."""
 
     def save_checkpoint(self, checkpoint: dict, path, storage_options=None) -> None:
-        if storage_options is not None or "://" in str(path):
+        if storage_options is not None or _is_remote(str(path)):
             return super().save_checkpoint(checkpoint, path, storage_options)
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -76,7 +76,7 @@ class LayerModel(L.LightningModule):
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         if self._trainer is not None:
-            checkpointing.follow_run_folder(checkpoint, self.trainer.checkpoint_callbacks)
+            checkpointing.follow_run_folder(checkpoint, self.trainer.checkpoint_callbacks, self.trainer.ckpt_path)
 
     def on_train_start(self) -> None:
         self._direct = wrappers_add_nothing(self)

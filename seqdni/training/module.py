@@ -245,7 +245,7 @@ class SeqModule(L.LightningModule):
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         saved = checkpointing.upgrade(checkpoint)["seqdni"].get("carry")
         if self._trainer is not None:
-            checkpointing.follow_run_folder(checkpoint, self.trainer.checkpoint_callbacks)
+            checkpointing.follow_run_folder(checkpoint, self.trainer.checkpoint_callbacks, self.trainer.ckpt_path)
         fitting = self._trainer is not None and self.trainer.state.fn == "fit"
         if saved is None or not fitting:  # evaluation and sampling start from the zero state
             self.carry = None

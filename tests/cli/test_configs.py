@@ -159,7 +159,7 @@ def test_one_seed_starts_every_ptb_grid_config_from_the_same_network(tmp_path, m
 
 def test_a_script_builds_the_cli_from_its_list_alone_whatever_its_own_command_line(monkeypatch, recwarn):
     """`cli(args)` in a script (`scripts/ff_table.py --steps 5`): the script's options on sys.argv are
-    neither parsed nor warned about, and are there again afterwards."""
+    neither parsed nor warned about, and are left as they are (a launcher of more processes reads them)."""
     monkeypatch.setattr(sys, "argv", ["ff_table.py", "--steps", "5"])
     built = cli(["--config", str(ROOT / "configs/ff/digits-bp.yaml"), "--trainer.logger=false",
                  "--trainer.max_steps=3"], run=False)

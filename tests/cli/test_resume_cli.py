@@ -73,6 +73,9 @@ def test_resumed_from_another_working_directory_the_run_keeps_its_best_and_is_te
             "--trainer.enable_progress_bar=false"]
     main([*args, "--trainer.max_steps=16"])  # a validation at step 12 writes the best checkpoint
     run = tmp_path / "a/out/runs/smoke/smoke/version_0"
+    decoy = tmp_path / "b/out/runs/smoke/smoke/version_0/checkpoints/epoch=0-step=12.ckpt"  # the saved relative path
+    decoy.parent.mkdir(parents=True)
+    decoy.write_bytes(b"another run's file")
     monkeypatch.chdir(tmp_path / "b")
     main([*args, "--trainer.max_steps=20", f"--ckpt_path={run / 'checkpoints/latest.ckpt'}"])
     assert not [str(w.message) for w in recwarn if "dirpath has changed" in str(w.message)]
@@ -85,7 +88,7 @@ def test_resumed_from_another_working_directory_the_run_keeps_its_best_and_is_te
                  if k.startswith("ModelCheckpoint"))
     assert float(state["best_model_score"]) == pytest.approx(ea.Scalars("val/bpc")[0].value)
     assert Path(state["best_model_path"]).resolve() == (run / "checkpoints/epoch=0-step=12.ckpt").resolve()
-    assert not (tmp_path / "b/out").exists()  # nothing written where the command ran
+    assert [p for p in (tmp_path / "b").rglob("*") if p.is_file()] == [decoy]  # nothing written where it ran
 
 
 def test_a_best_checkpoint_gone_before_the_test_is_named_with_what_to_do(text_files, tmp_path, monkeypatch,
@@ -102,10 +105,8 @@ def test_a_best_checkpoint_gone_before_the_test_is_named_with_what_to_do(text_fi
     assert torch.load(ckpts / "latest.ckpt", weights_only=False)["global_step"] == 20  # the training is saved
 
 
-def test_follow_run_folder_moves_a_states_paths_only_to_the_folder_that_holds_its_best(tmp_path):
+def test_follow_run_folder_moves_a_states_paths_only_for_a_checkpoint_of_the_callbacks_own_folder(tmp_path):
     here = tmp_path / "moved/checkpoints"
-    here.mkdir(parents=True)
-    (here / "best-step=12.ckpt").touch()
     cb = ModelCheckpoint(dirpath=str(here), monitor="val/bpc")
     old = "runs/x/version_0/checkpoints"
 
@@ -116,14 +117,14 @@ def test_follow_run_folder_moves_a_states_paths_only_to_the_folder_that_holds_it
             "last_model_path": "", "best_k_models": {f"{old}/best-step=12.ckpt": torch.tensor(1.5)}}}}
 
     ckpt = saved()
-    checkpointing.follow_run_folder(ckpt, [cb])
+    checkpointing.follow_run_folder(ckpt, [cb], loaded=str(here / "latest.ckpt"))  # the run's own checkpoint
     cb.load_state_dict(ckpt["callbacks"][cb.state_key])
     assert cb.best_model_path == str(here / "best-step=12.ckpt") and float(cb.best_model_score) == 1.5
     assert list(cb.best_k_models) == [str(here / "best-step=12.ckpt")]
-    (here / "best-step=12.ckpt").unlink()  # another run's folder: Lightning's own rule (its best score is dropped)
-    ckpt = saved()
-    checkpointing.follow_run_folder(ckpt, [cb])
-    assert ckpt == saved()
+    for elsewhere in (str(tmp_path / "another/checkpoints/latest.ckpt"), None):  # a new run from another's checkpoint
+        ckpt = saved()
+        checkpointing.follow_run_folder(ckpt, [cb], loaded=elsewhere)
+        assert ckpt == saved()  # Lightning's own rule
 
 
 def test_a_budget_counts_what_the_checkpoint_trained():

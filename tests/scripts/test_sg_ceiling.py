@@ -48,7 +48,9 @@ def _target(lm: SeqModel, s: tuple[torch.Tensor, ...], xs: torch.Tensor, ys: tor
     DNIOptions(hidden=0, scale=0.1, discount=0.1),  # one-step, γ = α
     DNIOptions(hidden=0, scale=0.1, discount=1.0, squash=True, target_unrolls=3, pending_targets=True),
     DNIOptions(hidden=0, scale=0.1, discount=0.5, target_unrolls=2),  # n-step, learned once, late
-], ids=["one-step", "pending-3", "n-step-2"])
+    # M frozen (a control's checkpoint): its targets are scored all the same
+    DNIOptions(hidden=0, scale=0.1, discount=1.0, squash=True, target_unrolls=3, pending_targets=True, lr=0.0),
+], ids=["one-step", "pending-3", "n-step-2", "pending-3-frozen"])
 def test_collect_pairs_each_boundary_state_with_its_own_target_and_prediction(dni):
     lm = _model(dni)
     n = dni.target_unrolls
