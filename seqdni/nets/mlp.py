@@ -86,7 +86,7 @@ class BlockMLP(nn.Module):
         out = self(x)
         right = out.argmax(1) == y if self.task.classes else ((out > 0) == y.bool()).all(1)
         return {"loss": self.loss(out, y) * x.size(0), "correct": right.sum().float(),
-                "count": torch.tensor(float(x.size(0)))}
+                "count": torch.tensor(float(x.size(0)), device=right.device)}
 
     @staticmethod
     def eval_metrics(sums: dict[str, Tensor]) -> dict[str, Tensor]:

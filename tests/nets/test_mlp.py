@@ -35,3 +35,13 @@ def test_bits_tasks_score_whole_examples():
         sums = net.eval_sums(torch.zeros(2, 4), torch.tensor([[1.0, 0.0, 1.0], [1.0, 0.0, 1.0]]))
     assert sums["correct"] == 1 and net.cond_dim == 3
     assert torch.equal(net.condition(torch.tensor([[1.0, 0.0, 1.0]])), torch.tensor([[1.0, 0.0, 1.0]]))
+
+
+def test_eval_sums_stay_on_the_batch_device():
+    """`log_eval_sums` stacks the sums, so one left on the CPU breaks every validation on a GPU; the meta
+    device stands in for one."""
+    for task in (Task("digits", input_size=4, output_size=3, classes=3), Task("addition", input_size=4, output_size=3)):
+        net = BlockMLP(task, 5, 1, 1).to("meta")
+        y = torch.zeros(2, dtype=torch.long) if task.classes else torch.zeros(2, 3)
+        sums = net.eval_sums(torch.zeros(2, 4, device="meta"), y.to("meta"))
+        assert {v.device.type for v in sums.values()} == {"meta"}, sums
