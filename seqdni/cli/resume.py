@@ -80,6 +80,7 @@ def check_settings(checkpoint: dict, given: dict, path: str) -> None:
             listed = "; ".join(f"{k} = {_show(v)}" for k, v in newer)
             warnings.warn(f"--ckpt_path {path} was written before these settings existed, so it does not record "
                           f"them; the run goes on with them as given: {listed}", stacklevel=2)
+    check_schedule(checkpoint, given, path)
     conflicts = list(differences(saved_settings(checkpoint), given))
     if not conflicts:
         return
@@ -89,6 +90,30 @@ def check_settings(checkpoint: dict, given: dict, path: str) -> None:
         "continues the same experiment: drop these keys (or give the run's own config), or start a new "
         "run instead of resuming. Only the stopping rule, logging, callbacks and data locations may change "
         "on resume (README, 'Watch, resume, sample').")
+
+
+def check_schedule(checkpoint: dict, given: dict, path: str) -> None:
+    """With a cosine learning-rate schedule, `trainer.max_steps` is where the rate reaches 0, part of
+    the experiment: a resume that changed it would jump to another point of another curve."""
+    saved = checkpoint["seqdni"].get("config")
+    if saved is None:
+        return
+
+    def setting(cfg: dict, *keys: str) -> Any:
+        for key in keys:
+            cfg = cfg.get(key) if isinstance(cfg, dict) else None
+        return cfg
+
+    if "cosine" not in (setting(saved, "model", "init_args", "lr_schedule"),
+                        setting(given, "model", "init_args", "lr_schedule")):
+        return
+    before, now = setting(saved, "trainer", "max_steps"), setting(given, "trainer", "max_steps")
+    if before != now:
+        raise UserError(
+            f"--ckpt_path {path} resumes a run with model.lr_schedule cosine, whose learning rate decays to 0 "
+            f"over trainer.max_steps: {_show(before)} in the checkpoint but {_show(now)} as given. A resume "
+            f"keeps the schedule: give --trainer.max_steps {_show(before)} (or drop it), or start a new run "
+            "for a longer one.")
 
 
 def _show(value: Any) -> str:

@@ -95,6 +95,23 @@ def upgrade(checkpoint: dict) -> dict:
     return checkpoint
 
 
+def rng_state(device: torch.device) -> dict:
+    """torch's global random state (what dropout draws from), which Lightning's checkpoints do not keep:
+    the CPU generator's, and the device's on a GPU. Under DDP every rank was seeded alike and draws
+    alike, so rank 0's state is every rank's."""
+    return {"cpu": torch.get_rng_state(),
+            "cuda": torch.cuda.get_rng_state(device) if device.type == "cuda" else None}
+
+
+def set_rng_state(state: dict | None, device: torch.device) -> None:
+    """Restore what `rng_state` kept (checkpoints of earlier versions kept nothing: left as seeded)."""
+    if state is None:
+        return
+    torch.set_rng_state(state["cpu"].cpu())
+    if device.type == "cuda" and state.get("cuda") is not None:
+        torch.cuda.set_rng_state(state["cuda"].cpu(), device)
+
+
 def follow_run_folder(checkpoint: dict, callbacks: list, loaded: str | None) -> None:
     """Point the `ModelCheckpoint` states of a checkpoint `loaded` from a run's own checkpoint folder at
     that folder as the run now names it. The states hold their paths as written: relative to the

@@ -20,7 +20,7 @@ from seqdni.engines import LayerEngine, LayerOptions
 from seqdni.errors import UserError
 from seqdni.nets import BlockMLP
 from seqdni.training import checkpointing
-from seqdni.training.module import log_eval_sums, stop_if_stopped_early, stop_on_non_finite
+from seqdni.training.module import check_values, log_eval_sums, stop_if_stopped_early, stop_on_non_finite
 from seqdni.training.optim import LightningSteps, adam, wrappers_add_nothing
 
 
@@ -49,6 +49,7 @@ class LayerModel(L.LightningModule):
         if task.kind != "bits":
             raise UserError(f"LayerModel trains feed-forward tasks of input vectors; {task.name!r} is a character "
                             "task: use data.class_path seqdni.data.DigitImages, MNIST or BinaryAddition")
+        check_values({}, dict(depth=depth, lr=lr, weight_decay=weight_decay, clip=clip))  # BlockMLP checks the rest
         self.save_hyperparameters()
         self.hparams.update(task=asdict(task), dni=None if dni is None else asdict(dni))  # weights-only loadable
         self.automatic_optimization = False

@@ -21,7 +21,7 @@ from lightning.pytorch.utilities import rank_zero_info
 
 from seqdni.data import CharVocab, Task
 from seqdni.engines import Carry, Engine
-from seqdni.errors import UserError
+from seqdni.errors import SeqDNIError, UserError
 from seqdni.training import checkpointing
 from seqdni.training.optim import LightningSteps, adam, schedule, wrappers_add_nothing
 from seqdni.training.probe import Probe
@@ -38,8 +38,22 @@ def stop_if_stopped_early(trainer: L.Trainer) -> None:
                            "it trains no further.")
 
 
-class NonFiniteLossError(FloatingPointError):
-    """Training stopped on a NaN or infinite loss; checkpoints written before it are kept."""
+def check_values(positive: dict[str, float], non_negative: dict[str, float], dropout: float = 0.0) -> None:
+    """A system's `model.*` numbers, each error naming its key: sizes and counts above 0, rates, decay,
+    clip and warm-up at 0 or more, dropout a probability below 1."""
+    for key, value in positive.items():
+        if not value > 0:
+            raise UserError(f"model.{key} must be positive, got {value}")
+    for key, value in non_negative.items():
+        if not value >= 0:
+            raise UserError(f"model.{key} must be 0 or more, got {value}")
+    if not 0 <= dropout < 1:
+        raise UserError(f"model.dropout is the probability of zeroing a unit, in [0, 1); got {dropout}")
+
+
+class NonFiniteLossError(SeqDNIError, FloatingPointError):
+    """Training stopped on a NaN or infinite loss; checkpoints written before it are kept. Its message
+    says what to do, so the entry points print it as a paragraph, without a traceback."""
 
 
 def stop_on_non_finite(module: L.LightningModule, batch_idx: int) -> None:
@@ -98,6 +112,10 @@ class SeqModule(L.LightningModule):
         if self.lr_schedule is None:
             return optimizers
         total = self.trainer.max_steps if self.trainer is not None and self.trainer.max_steps > 0 else None
+        if self.lr_schedule == "cosine" and total is None:
+            raise UserError("model.lr_schedule is cosine, which decays the learning rate to 0 over "
+                            "trainer.max_steps, but trainer.max_steps is not set: give --trainer.max_steps, or "
+                            "use --model.lr_schedule constant.")
         factor = schedule(self.lr_schedule, self.warmup_steps, total)
         return optimizers, [torch.optim.lr_scheduler.LambdaLR(optimizers[0], factor)]
 
@@ -240,13 +258,16 @@ class SeqModule(L.LightningModule):
         # gathered (every rank runs this hook; rank 0 writes the file) and each takes its own back.
         carry = None if self.carry is None else self.carry.state_dict(self._gather)
         checkpoint["seqdni"] = {"format": checkpointing.FORMAT, "carry": carry, "config": self.run_config,
-                                "class_path": f"{type(self).__module__}.{type(self).__qualname__}"}
+                                "class_path": f"{type(self).__module__}.{type(self).__qualname__}",
+                                "rng": checkpointing.rng_state(self.device)}
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         saved = checkpointing.upgrade(checkpoint)["seqdni"].get("carry")
         if self._trainer is not None:
             checkpointing.follow_run_folder(checkpoint, self.trainer.checkpoint_callbacks, self.trainer.ckpt_path)
         fitting = self._trainer is not None and self.trainer.state.fn == "fit"
+        if fitting:  # dropout goes on with the masks the uninterrupted run would draw
+            checkpointing.set_rng_state(checkpoint["seqdni"].get("rng"), self.device)
         if saved is None or not fitting:  # evaluation and sampling start from the zero state
             self.carry = None
             return

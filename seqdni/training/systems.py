@@ -17,7 +17,7 @@ from seqdni.engines.hier import Message
 from seqdni.engines.twotimescale import Regime
 from seqdni.errors import UserError
 from seqdni.nets import HierLSTM, TwoNets, build_network
-from seqdni.training.module import SeqModule
+from seqdni.training.module import SeqModule, check_values
 from seqdni.training.probe import Probe
 
 # What checkpoints of earlier versions stored for options a system did not use.
@@ -85,6 +85,10 @@ class SeqModel(SeqModule):
             raise UserError(f"model.unroll must be a positive number of steps, got {unroll}")
         if window % unroll:
             raise UserError(f"data.window ({window}) must be a multiple of model.unroll ({unroll})")
+        probing = dict(probe_unrolls=probe_unrolls, probe_rows=probe_rows) if probe_every else {}
+        check_values(dict(embed_dim=embed_dim, hidden_size=hidden_size, num_layers=num_layers, **probing),
+                     dict(lr=lr, weight_decay=weight_decay, clip=clip, warmup_steps=warmup_steps,
+                          probe_every=probe_every), dropout)
         task, dni = as_task(task), as_options(DNIOptions, dni, "SeqModel")
         self.save_hyperparameters()
         self.hparams.update(task=asdict(task), dni=None if dni is None else asdict(dni))  # weights-only loadable
@@ -142,6 +146,9 @@ class HierLM(SeqModule):
         if message not in ("bptt", "cut", "dni"):
             raise UserError(f"model.message must be bptt, cut or dni, got {message!r}")
         _check_hier(task, window, unroll, tick, upper_unroll, message, boundaries, dni)
+        check_values(dict(embed_dim=embed_dim, hidden_size=hidden_size, num_layers=num_layers,
+                          upper_hidden=upper_hidden, message_size=message_size),
+                     dict(lr=lr, weight_decay=weight_decay, clip=clip, warmup_steps=warmup_steps), dropout)
         self.save_hyperparameters()
         self.hparams.update(task=asdict(task), dni=None if dni is None else asdict(dni))
         self.dni = dni
@@ -213,6 +220,8 @@ class TwoTimescale(SeqModule):
         if (dni is not None) != (regime == "dni"):
             raise UserError("model.dni must be set for regime dni and unset (null) for bptt and cut; "
                              f"got regime {regime!r} with dni {'set' if dni is not None else 'unset'}")
+        check_values(dict(embed_dim=embed_dim, hidden_a=hidden_a, hidden_b=hidden_b, message_size=message_size),
+                     dict(lr=lr, clip=clip))
         if period < 2 or window % (period * period):
             raise UserError(f"data.window ({window}) must be a multiple of T² with T = model.period ({period}) >= 2")
         self.save_hyperparameters()

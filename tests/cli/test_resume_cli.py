@@ -175,3 +175,18 @@ def test_settings_newer_than_the_checkpoint_are_named_and_conflicts_still_stop()
     given["model"]["init_args"]["lr"] = 0.001
     with pytest.raises(UserError, match=r"model\.init_args\.lr is 0\.002 in the checkpoint but 0\.001 as given"):
         resume.check_settings(checkpoint, given, "latest.ckpt")
+
+
+def test_a_cosine_schedule_keeps_its_horizon_on_resume():
+    """Its rate reaches 0 at trainer.max_steps: a resume that moved it would jump to another curve."""
+    def config(schedule, max_steps):
+        return {"model": {"class_path": "seqdni.training.SeqModel", "init_args": {"lr_schedule": schedule}},
+                "trainer": {"max_steps": max_steps}}
+
+    checkpoint = {"seqdni": {"config": config("cosine", 1000)}}
+    resume.check_settings(checkpoint, config("cosine", 1000), "latest.ckpt")
+    with pytest.raises(UserError, match=r"model.lr_schedule cosine.*1000 in the checkpoint but 4000 as given.*"
+                                        r"--trainer.max_steps 1000"):
+        resume.check_settings(checkpoint, config("cosine", 4000), "latest.ckpt")
+    constant = {"seqdni": {"config": config("constant", 1000)}}
+    resume.check_settings(constant, config("constant", 4000), "latest.ckpt")  # a constant rate has no horizon

@@ -34,6 +34,10 @@ def one_paragraph(capsys, main, args: list[str], *needles: str) -> str:
     ("--model.unroll=5", ["data.window (16) must be a multiple of model.unroll (5)"]),
     ("--model.dni={\"discount\": 2.0}", ["model.dni.discount is γ in [0, 1], got 2.0"]),
     ("--data.window=4096", ["data.window (4096) is longer than each training stream", "lower data.window"]),
+    ("--model.hidden_size=0", ["model.hidden_size must be positive, got 0"]),
+    ("--model.dropout=1.5", ["model.dropout is the probability of zeroing a unit, in [0, 1); got 1.5"]),
+    ("--model.lr=-1", ["model.lr must be 0 or more, got -1.0"]),
+    ("--model.warmup_steps=-5", ["model.warmup_steps must be 0 or more, got -5"]),
 ])
 def test_a_bad_setting_is_one_paragraph_not_a_traceback(capsys, text_files, tmp_path, override, needles):
     one_paragraph(capsys, train_cli.main, ["--config", SMOKE, *data_args(text_files, tmp_path), override], *needles)

@@ -15,25 +15,27 @@ from seqdni.training import Curriculum, LatestCheckpoint
 ENDLESS = dict(limit_val_batches=None, max_epochs=-1, check_val_every_n_epoch=None)
 
 
-@pytest.mark.parametrize("dni,batch", [
-    (None, 6), (DNIOptions(aux_weight=0.5), 6),
+@pytest.mark.parametrize("dni,batch,dropout", [
+    (None, 6, 0.0), (DNIOptions(aux_weight=0.5), 6, 0.0),
     # the control draws an offset per boundary; at batch 6 every stream holds the same text, so rotating does nothing
-    (DNIOptions(scale=1.0, lr=1e-2, injection="shuffled"), 4),
-    (DNIOptions(aux_weight=0.5, injection="none", target_unrolls=2, pending_targets=True), 6),  # DNI + Aux's control
+    (DNIOptions(scale=1.0, lr=1e-2, injection="shuffled"), 4, 0.0),
+    (DNIOptions(aux_weight=0.5, injection="none", target_unrolls=2, pending_targets=True), 6, 0.0),  # DNI + Aux's control
+    (DNIOptions(), 6, 0.3),  # dropout draws from torch's global generator, which the checkpoint keeps
 ])
-def test_flat_resume_continues_exactly_loss_by_loss(tmp_path, tiny_data, dni, batch):
+def test_flat_resume_continues_exactly_loss_by_loss(tmp_path, tiny_data, dni, batch, dropout):
     dm = tiny_data(batch_size=batch)
     per_epoch = len(dm.train_dataloader())
     total = per_epoch + per_epoch // 2 + 3  # batches: into the second epoch
     one = Losses()
     trainer(tmp_path / "one", max_steps=2 * total, callbacks=[one], enable_checkpointing=False).fit(
-        seq_model(dm, dni=dni), dm)
+        seq_model(dm, dni=dni, dropout=dropout), dm)
 
     first, second = Losses(), Losses()
     cut = per_epoch + 2  # a mid-epoch cut
     latest = LatestCheckpoint(every_n_batches=1000, dirpath=str(tmp_path / "two"))
-    trainer(tmp_path / "two", max_steps=2 * cut, callbacks=[first, latest]).fit(seq_model(dm, dni=dni), dm)
-    resumed = seq_model(dm, seed=123, dni=dni)  # different init: everything must come from the checkpoint
+    trainer(tmp_path / "two", max_steps=2 * cut, callbacks=[first, latest]).fit(
+        seq_model(dm, dni=dni, dropout=dropout), dm)
+    resumed = seq_model(dm, seed=123, dni=dni, dropout=dropout)  # different init: everything must come from the checkpoint
     trainer(tmp_path / "two", max_steps=2 * total, callbacks=[second, LatestCheckpoint(dirpath=str(tmp_path / "two"))]
             ).fit(resumed, dm, ckpt_path=latest.last_path)
     assert len(one.losses) == total and len(first.losses) == cut and len(second.losses) == total - cut

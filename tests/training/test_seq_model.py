@@ -14,7 +14,9 @@ from helpers import grads, group_params, seq_model, trainer
 
 from seqdni.cli.sample import load_checkpoint
 from seqdni.engines import DNIOptions
+from seqdni.errors import UserError, reported
 from seqdni.training import LatestCheckpoint, NonFiniteLossError, adam
+from seqdni.training.optim import schedule
 
 
 class CoreGrads(L.Callback):
@@ -136,6 +138,26 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, tiny_data):
     good = load_checkpoint(latest.last_path)
     assert all(torch.isfinite(p).all() for p in good.parameters())
     assert torch.load(latest.last_path, weights_only=True)["global_step"] == 8
+
+
+def test_the_nan_stop_reaches_the_user_as_its_paragraph(capsys):
+    """Its message says what to do, so the entry points print it without a traceback, exit status 1."""
+    def diverge():
+        raise NonFiniteLossError("non-finite training loss ...; last good checkpoint: run/latest.ckpt. Lower model.lr")
+
+    with pytest.raises(SystemExit) as stop:
+        reported(diverge, "python -m seqdni.train", [])
+    err = capsys.readouterr().err
+    assert stop.value.code == 1 and "Traceback" not in err and "last good checkpoint: run/latest.ckpt" in err
+
+
+def test_the_cosine_schedule_warms_up_then_decays_to_zero_at_max_steps(tiny_data, tmp_path):
+    factor = schedule("cosine", 2, 10)
+    assert [factor(s) for s in (0, 1, 2, 6, 10, 12)] == pytest.approx([0.5, 1.0, 1.0, 0.5, 0.0, 0.0], abs=1e-12)
+    assert [schedule("constant", 2, 10)(s) for s in (0, 1, 9)] == [0.5, 1.0, 1.0]
+    dm = tiny_data()
+    with pytest.raises(UserError, match=r"model.lr_schedule is cosine.*trainer.max_steps is not set"):
+        trainer(tmp_path, max_epochs=1).fit(seq_model(dm, lr_schedule="cosine"), dm)
 
 
 def test_bad_unroll_and_window_name_the_keys(tiny_data):
