@@ -12,8 +12,6 @@ once, under `engine.net`). Formats 1 and 2 were written by the flat-module layou
 from __future__ import annotations
 
 import os
-import pickle
-import zipfile
 from dataclasses import asdict
 from pathlib import Path
 
@@ -151,14 +149,19 @@ def read(path: str | Path, what: str = "checkpoint") -> dict:
     """A seqdni checkpoint as a dict (weights only, on the CPU: no code from the file runs), upgraded
     to today's format in memory, with one clear error for a missing, truncated or foreign file."""
     p = Path(path)
+    if p.is_dir():
+        inside = sorted(p.rglob("*.ckpt"))
+        raise MissingInput(f"{what} {p} is a folder; give one of the .ckpt files seqdni.train wrote"
+                           + (f", such as {inside[-1]}" if inside else " (this folder holds none)"))
     if not p.is_file():
         raise MissingInput(f"{what} not found: {p} (give the path of a .ckpt file written by seqdni.train)")
     try:
         ckpt = torch.load(p, map_location="cpu", weights_only=True)
-    except (RuntimeError, EOFError, zipfile.BadZipFile, pickle.UnpicklingError, OSError) as err:
+    except Exception as err:  # noqa: BLE001 - whatever torch.load trips on, the file is no checkpoint
         raise CheckpointError(
-            f"{p} cannot be read as a checkpoint (truncated or corrupt, or it holds objects that a "
-            f"weights-only load refuses): {str(err).splitlines()[0]}"
+            f"{p} cannot be read as a checkpoint: it is empty, truncated or corrupt, not a file that torch.save "
+            f"wrote, or it holds objects that a weights-only load refuses ({type(err).__name__}). Give a .ckpt "
+            "file written by seqdni.train."
         ) from err
     if not isinstance(ckpt, dict) or "seqdni" not in ckpt or "hyper_parameters" not in ckpt:
         raise CheckpointError(f"{p} is not a seqdni checkpoint (it lacks the 'seqdni' and hyperparameter sections)")

@@ -136,6 +136,18 @@ def test_a_missing_or_truncated_ckpt_path_is_named(capsys, text_files, tmp_path)
     cut.write_bytes(cut.read_bytes()[:300])
     one_paragraph(capsys, train_cli.main, [*args, f"--ckpt_path={cut}"], f"{cut} cannot be read as a checkpoint",
                   "truncated or corrupt")
+    empty, text = tmp_path / "empty.ckpt", tmp_path / "text.ckpt"
+    empty.write_bytes(b"")
+    text.write_text("hi\n")  # torch.load's unpickler meets a byte it has no rule for: a KeyError
+    for bad in (empty, text):
+        flat = one_paragraph(capsys, train_cli.main, [*args, f"--ckpt_path={bad}"],
+                             f"{bad} cannot be read as a checkpoint", "Give a .ckpt file written by seqdni.train")
+        assert "weights_only" not in flat  # torch's advice to unpickle arbitrary code is not ours to give
+    folder = tmp_path / "run" / "checkpoints"
+    folder.mkdir(parents=True)
+    (folder / "latest.ckpt").write_bytes(b"")
+    one_paragraph(capsys, sample_cli.main, ["--ckpt", str(folder.parent)],
+                  f"{folder.parent} is a folder", f"such as {folder / 'latest.ckpt'}")
 
 
 def test_an_output_folder_that_cannot_be_written_is_named(capsys, text_files, tmp_path):
