@@ -41,12 +41,21 @@ NET_KEYS = ("hidden_size", "depth", "activation")
 FF_CONFIGS = sorted((SHIPPED / "ff").glob("*.yaml"))
 
 
-def spec_from_config(path: str, procs: int, mode: str, steps: int | None, seed: int | None, micro: int) -> dict:
-    """What every rank needs, as plain data: the network, data module, optimiser and mode settings."""
+def check_arguments(procs: int, mode: str, steps: int | None, micro: int) -> None:
+    """The command's own numbers and choices, before any config is read."""
     if procs < 1:
         raise UserError(f"--procs must be at least 1, got {procs}")
     if mode not in ("dni", "gpipe"):
         raise UserError(f"--mode must be dni or gpipe, got {mode!r}")
+    if steps is not None and steps < 1:
+        raise UserError(f"--steps is the number of updates of every block and must be at least 1, got {steps}")
+    if micro < 1:
+        raise UserError(f"--micro is the number of micro-batches per batch and must be at least 1, got {micro}")
+
+
+def spec_from_config(path: str, procs: int, mode: str, steps: int | None, seed: int | None, micro: int) -> dict:
+    """What every rank needs, as plain data: the network, data module, optimiser and mode settings."""
+    check_arguments(procs, mode, steps, micro)
     if not Path(shipped(path)).is_file():
         raise UserError(f"--config {path} is not a file here, and seqdni ships no config of that name; the "
                         f"feed-forward configs are {', '.join(f'configs/ff/{p.name}' for p in FF_CONFIGS)}")
@@ -64,11 +73,28 @@ def spec_from_config(path: str, procs: int, mode: str, steps: int | None, seed: 
                         f"(model.depth {depth} hidden layers and the output layer); use at most {depth + 1} "
                         "processes or a deeper network (--config with a larger model.depth)")
     seed = cfg.get("seed_everything", 0) if seed is None else seed
-    steps = cfg.get("trainer", {}).get("max_steps", 1000) if steps is None else steps
-    return {"net": {k: model[k] for k in NET_KEYS if k in model}, "lr": model.get("lr", 1e-3),
+    if steps is None:
+        steps = cfg.get("trainer", {}).get("max_steps", 1000)
+        if not isinstance(steps, int) or steps < 1:
+            raise UserError(f"{path} sets trainer.max_steps to {steps}, and the pipeline trains a given number of "
+                            "updates; give --steps N (at least 1)")
+    spec = {"net": {k: model[k] for k in NET_KEYS if k in model}, "lr": model.get("lr", 1e-3),
             "clip": model.get("clip", 0.0), "dni": model.get("dni") if mode == "dni" else None,
             "data": {"class_path": data["class_path"], "init_args": {**data.get("init_args", {}), "seed": seed}},
             "procs": procs, "mode": mode, "steps": steps, "seed": seed, "micro": micro, "record": []}
+    check_micro(spec, path)
+    return spec
+
+
+def check_micro(spec: dict, path: str) -> None:
+    """GPipe cuts each batch into `micro` micro-batches: at most one per example."""
+    if spec["mode"] != "gpipe" or spec["procs"] == 1:
+        return
+    batch = build_data(spec).batch_size
+    if spec["micro"] > batch:
+        raise UserError(f"--micro {spec['micro']} would cut each batch of {batch} examples (data.batch_size of "
+                        f"{path}) into more micro-batches than it has examples; use --micro between 1 and {batch} "
+                        "(or a larger data.batch_size)")
 
 
 def build_data(spec: dict):
@@ -171,9 +197,13 @@ def parse(args: list[str] | None) -> argparse.Namespace:
     p.add_argument("--config", required=True, help="a feed-forward config (configs/ff/...)")
     p.add_argument("--procs", type=int, default=2, help="processes = blocks (1: backpropagation in one process)")
     p.add_argument("--mode", default="dni", help="dni (update unlocking) or gpipe (synchronous micro-batches)")
-    p.add_argument("--steps", type=int, default=None, help="updates of every block (default: trainer.max_steps)")
+    p.add_argument("--steps", type=int, default=None,
+                   help="updates of every block, at least 1 (default: the config's trainer.max_steps)")
     p.add_argument("--seed", type=int, default=None, help="seed of the weights and the shuffling")
-    p.add_argument("--micro", type=int, default=4, help="micro-batches per batch in gpipe mode")
+    p.add_argument("--micro", type=int, default=4,
+                   help="micro-batches per batch in gpipe mode, from 1 to data.batch_size: a batch of B examples "
+                        "makes exactly that many, of B // micro or B // micro + 1 consecutive examples each (the "
+                        "update is the whole batch's either way)")
     p.add_argument("--device", default="cpu", choices=("cpu", "cuda"), help="cuda: one GPU per rank, NCCL")
     p.add_argument("--out", default="runs/pipeline", help="folder of the ranks' files, TensorBoard and result.json")
     return p.parse_args(args)

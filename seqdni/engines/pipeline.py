@@ -12,14 +12,19 @@ for only after batch t + 1's update. So the ranks work on different batches at t
 
 `run_gpipe`, the synchronous baseline (GPipe): each batch is cut into micro-batches, all of them
 go forward through the pipeline, then backward with the true gradients, then every block steps;
-the update equals backpropagation's on the whole batch.
+the update equals backpropagation's on the whole batch. A batch of B examples makes exactly
+`micro` micro-batches (1 <= micro <= B) of consecutive examples, B // micro or B // micro + 1 each.
+
+Per-step values (losses, M's loss and cosine, the synthetic gradient's norm) stay on the device
+while training and are read back once, at the end of the run: a read-back per step would make the
+host wait for the device every step, which is the locking that update unlocking removes.
 """
 
 from __future__ import annotations
 
 import time
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 import torch
@@ -45,8 +50,9 @@ class Stage:
         widths: Features at the block's input and output (what `recv` allocates).
         batch: Examples per batch (every batch is full).
         clip: Gradient-norm clip of the block; 0 disables (M's is in `sg.opts.clip`).
-        record: Steps at which to keep the block's weights, input, synthetic gradient and
-            parameter gradients (what a test checks an update against).
+        record: Steps at which to keep the block's weights, input (the whole batch's), synthetic
+            gradient and parameter gradients (what a test checks an update against).
+        history: One dict per step; numbers once the run has ended (tensors while it runs).
     """
 
     block: nn.Module
@@ -84,9 +90,10 @@ class Stage:
         while self.sends:
             self.sends.popleft()[0].wait()
 
-    def step_block(self, t: int, x: Tensor, g: Tensor | None) -> None:
+    def step_block(self, t: int, inputs: Sequence[Tensor], g: Tensor | None) -> None:
+        """Step the block on the gradients it holds; `inputs`: what it was run on (its micro-batches)."""
         if t in self.record:
-            self.trace[t] = {"input": x.detach().clone(), "sg": None if g is None else g.clone(),
+            self.trace[t] = {"input": torch.cat([x.detach() for x in inputs]), "sg": None if g is None else g.clone(),
                              "grads": [p.grad.clone() for p in self.block.parameters()],
                              "weights": {k: v.clone() for k, v in self.block.state_dict().items()}}
         if self.clip > 0:
@@ -108,7 +115,7 @@ def _learn(stage: Stage, t: int, h: Tensor, cond: Tensor | None, target: Tensor)
         nn.utils.clip_grad_norm_(stage.sg.parameters(), stage.sg.opts.clip)
     stage.sg_opt.step()
     stage.sg_opt.zero_grad(set_to_none=True)
-    stage.history[t].update(sg_loss=sg_loss.item(), sg_cosine=cosine(prediction, target).item())
+    stage.history[t].update(sg_loss=sg_loss.detach(), sg_cosine=cosine(prediction, target))
 
 
 def _dni_step(stage: Stage, t: int, x: Tensor, y: Tensor, pending: deque) -> None:
@@ -119,15 +126,15 @@ def _dni_step(stage: Stage, t: int, x: Tensor, y: Tensor, pending: deque) -> Non
     if stage.last:
         loss = stage.loss(h, y)
         loss.backward()
-        record["loss"] = loss.item()
-        stage.step_block(t, leaf, None)
+        record["loss"] = loss.detach()
+        stage.step_block(t, [leaf], None)
     else:
         stage.isend(h, stage.rank + 1)
         cond = stage.condition(y) if stage.condition is not None else None
         g = stage.sg.predict(h, cond, batch_dim=0)
         stage.sg.inject(h, g, stage.batch, batch_dim=0).backward()
-        record["sg_norm"] = float(g.norm(dim=1).mean())
-        stage.step_block(t, leaf, g)
+        record["sg_norm"] = g.norm(dim=1).mean()
+        stage.step_block(t, [leaf], g)
         target = torch.empty_like(g)
         pending.append((t, h.detach(), cond, target, dist.irecv(target, stage.rank + 1)))
     if stage.rank > 0:  # M_{r-1}'s target for batch t
@@ -150,29 +157,33 @@ def run_dni(stage: Stage, batches: Batches, steps: int, lag: int = 1) -> dict:
         work.wait()
         _learn(stage, s, h, cond, target)
     stage.flush()
+    _settle(stage.history)
     return _stop(clock)
 
 
 def _gpipe_step(stage: Stage, t: int, x: Tensor, y: Tensor, micro: int) -> None:
-    xs, ys = x.chunk(micro), y.chunk(micro)
+    if not 1 <= micro <= x.size(0):
+        raise ValueError(f"a batch of {x.size(0)} examples cannot make {micro} micro-batches")
+    xs, ys = x.tensor_split(micro), y.tensor_split(micro)  # exactly `micro`, every rank alike
     leaves, outs = [], []
-    for j in range(micro):  # forward: every micro-batch through the pipeline
-        leaves.append(_input(stage, xs[j], xs[j].size(0)))
+    for xj in xs:  # forward: every micro-batch through the pipeline
+        leaves.append(_input(stage, xj, xj.size(0)))
         outs.append(stage.block(leaves[-1]))
         if not stage.last:
             stage.isend(outs[-1], stage.rank + 1)
-    total = 0.0
-    for j in range(micro):  # backward: the true gradient of the whole batch's mean loss
+    losses = []
+    for xj, yj, leaf, out in zip(xs, ys, leaves, outs):  # backward: the true gradient of the batch's mean loss
         if stage.last:
-            loss = stage.loss(outs[j], ys[j]) * (xs[j].size(0) / x.size(0))
+            loss = stage.loss(out, yj) * (xj.size(0) / x.size(0))
             loss.backward()
-            total += loss.item()
+            losses.append(loss.detach())
         else:
-            outs[j].backward(stage.recv(xs[j].size(0), stage.widths[1], stage.rank + 1))
+            out.backward(stage.recv(xj.size(0), stage.widths[1], stage.rank + 1))
         if stage.rank > 0:
-            stage.isend(leaves[j].grad, stage.rank - 1)
-    stage.history.append({"step": t, **({"loss": total} if stage.last else {})})
-    stage.step_block(t, x, None)
+            stage.isend(leaf.grad, stage.rank - 1)
+    # the micro-batches' losses, summed when read back (`_settle`)
+    stage.history.append({"step": t, **({"loss": torch.stack(losses)} if stage.last else {})})
+    stage.step_block(t, leaves, None)
 
 
 def run_gpipe(stage: Stage, batches: Batches, steps: int, micro: int = 4) -> dict:
@@ -182,7 +193,25 @@ def run_gpipe(stage: Stage, batches: Batches, steps: int, micro: int = 4) -> dic
     for t, (x, y) in zip(range(steps), batches):
         _gpipe_step(stage, t, x, y, micro if stage.world > 1 else 1)
     stage.flush()
+    _settle(stage.history)
     return _stop(clock)
+
+
+def _settle(history: list[dict]) -> None:
+    """Every tensor in `history` as a Python float, read back from the device in one transfer (before
+    the clock stops: it waits for the device's work). A tensor of several values, the micro-batches'
+    losses, becomes their sum, added in order."""
+    slots = [(h, k, v.dim(), v.numel()) for h in history for k, v in h.items() if isinstance(v, Tensor)]
+    if not slots:
+        return
+    values = iter(torch.cat([h[k].detach().reshape(-1) for h, k, _, _ in slots]).tolist())
+    for h, k, dim, n in slots:
+        if dim == 0:
+            h[k] = next(values)
+        else:
+            h[k] = 0.0
+            for _ in range(n):
+                h[k] += next(values)
 
 
 def _start() -> tuple[float, float]:
