@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import ast
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -38,6 +40,21 @@ def test_a_layer_imports_only_the_layers_below_it(layer):
     for path in sorted((PACKAGE / layer).rglob("*.py")):
         bad = seqdni_imports(path) - ALLOWED[layer] - FOUNDATION - {layer}
         assert not bad, f"{path.relative_to(PACKAGE.parent)} imports seqdni.{', seqdni.'.join(sorted(bad))}"
+
+
+def test_networks_and_engines_import_neither_lightning_nor_tokenizers():
+    """`seqdni.nets` and `seqdni.engines` are plain PyTorch: a fresh interpreter importing them loads no
+    Lightning and no tokenizers (which `seqdni.data`'s package imports with its data modules)."""
+    heavy = ("lightning", "lightning_fabric", "pytorch_lightning", "tokenizers")
+    code = (f"import sys, seqdni.nets, seqdni.engines; "
+            f"print(sorted({{m.split('.')[0] for m in sys.modules}} & set({heavy!r})))")
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=PACKAGE.parent)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.strip() == "[]", f"importing seqdni.nets and seqdni.engines loaded {run.stdout.strip()}"
+    # what the networks hold instead of importing it agrees with the data
+    from seqdni.data.digits import DIGITS
+    from seqdni.nets.twonets import SYMBOLS
+    assert SYMBOLS == len(DIGITS)
 
 
 def test_every_module_is_in_a_layer():

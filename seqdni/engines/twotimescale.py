@@ -28,7 +28,6 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from seqdni.data.digits import DIGITS
 from seqdni.dni import Interface, SGOptions, detach_state
 from seqdni.engines.base import Carry, ParamGroup, RecurrentEval, Stepper, mean_stats
 from seqdni.nets import TwoNets
@@ -77,7 +76,8 @@ class TwoTimescaleEngine(RecurrentEval, nn.Module):
         self.span = net.period * net.period
         self.conditional = regime == "dni" and dni.conditional
         self.sender_state = regime == "dni" and dni.sender_state
-        cond = (len(DIGITS) if self.conditional else 0) + (2 * net.a.hidden_size if self.sender_state else 0)
+        symbols = net.embed.num_embeddings  # the digits: a conditional M reads their frequencies
+        cond = (symbols if self.conditional else 0) + (2 * net.a.hidden_size if self.sender_state else 0)
         self.interface = Interface(net.a_message.out_features, dni, "message", cond) if regime == "dni" else None
 
     def param_groups(self) -> list[ParamGroup]:
@@ -151,7 +151,7 @@ class TwoTimescaleEngine(RecurrentEval, nn.Module):
     def condition(self, x: Tensor, s_a: LSTMState) -> Tensor | None:
         """What M reads beside the message: the digit frequencies of the segment A has just read
         (`conditional`) and A's state after it (`sender_state`), as one row per stream."""
-        parts = [F.one_hot(x, len(DIGITS)).float().mean(dim=1)] if self.conditional else []
+        parts = [F.one_hot(x, self.net.embed.num_embeddings).float().mean(dim=1)] if self.conditional else []
         if self.sender_state:
             parts += [s.detach()[-1] for s in s_a]
         return torch.cat(parts, dim=1) if parts else None

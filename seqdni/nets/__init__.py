@@ -1,12 +1,22 @@
-"""Pure `nn.Module` networks behind one protocol (`protocol.py`); no training code here."""
+"""Pure `nn.Module` networks behind one protocol (`protocol.py`); no training code here.
 
-from seqdni.data.task import Task
+Importing them loads neither Lightning nor tokenizers: `seqdni.data` (whose package imports its data
+modules) is named in annotations only.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
 from seqdni.nets.hier import HierLSTM
 from seqdni.nets.lstm import LN2, BitLSTM, CharLSTM
 from seqdni.nets.mlp import BlockMLP
 from seqdni.nets.protocol import LanguageNetwork, Network, RecurrentNetwork
 from seqdni.nets.sampling import check_generation, sample_ids, sample_next
 from seqdni.nets.twonets import TwoNets
+
+if TYPE_CHECKING:
+    from seqdni.data.task import Task
 
 __all__ = ["LN2", "BitLSTM", "BlockMLP", "CharLSTM", "HierLSTM", "LanguageNetwork", "Network", "RecurrentNetwork",
            "TwoNets", "build_network", "check_generation", "sample_ids", "sample_next"]

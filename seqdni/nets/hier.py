@@ -11,6 +11,8 @@ there is one). The state is (h_lower, c_lower, h_upper, c_upper).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 from torch import Tensor, nn
 
@@ -64,6 +66,8 @@ class HierLSTM(nn.Module):
     def cond_size(self) -> int:
         return self.vocab_size
 
+    # The two levels' parameters (the engine trains them as one group): the tests of the upper level's
+    # update schedule and of the oracle interface's lower/upper gradients tell them apart by these.
     def lower_parameters(self) -> list[nn.Parameter]:
         return [p for m in (self.embed, self.lower, self.message, self.head) for p in m.parameters()]
 
@@ -76,25 +80,32 @@ class HierLSTM(nn.Module):
         up = torch.zeros(1, batch_size, self.upper.hidden_size, device=device)
         return low, low.clone(), up, up.clone()
 
-    def ticks(self, steps: int, phase: int = 0) -> list[int]:
-        """Positions in a chunk of `steps` at which the upper core ticks; `phase` characters of the
-        current tick period were read before the chunk."""
-        return [t for t in range(steps) if (phase + t + 1) % self.tick == 0]
+    def ticks(self, steps: int, phase: int = 0) -> range:
+        """Positions in a chunk of `steps` at which the upper core ticks, t with (phase + t + 1) % tick
+        == 0; `phase` characters of the current tick period were read before the chunk."""
+        return range((self.tick - 1 - phase) % self.tick, steps, self.tick)
+
+    @staticmethod
+    def tick_index(ticks: Sequence[int], device: torch.device) -> Tensor:
+        """The (ascending) tick positions as an index on `device`: a range, as `ticks` gives, is made
+        there, so the unroll copies nothing from the host; any other sequence is copied over."""
+        if isinstance(ticks, range):
+            return torch.arange(ticks.start, ticks.start + len(ticks) * ticks.step, ticks.step, device=device)
+        return torch.tensor(list(ticks), dtype=torch.long, device=device)
 
     def lower_core(self, x: Tensor, state: LSTMState) -> tuple[Tensor, LSTMState]:
         return self.lower(self.embed(x), state)
 
-    def send(self, out: Tensor, ticks: list[int]) -> Tensor:
+    def send(self, out: Tensor, ticks: Sequence[int]) -> Tensor:
         """The messages at the ticks: (B, len(ticks), message_size)."""
-        return torch.tanh(self.message(out[:, ticks]))
+        return torch.tanh(self.message(out[:, self.tick_index(ticks, out.device)]))
 
-    def read(self, out: Tensor, u_prev: Tensor, u_seq: Tensor, ticks: list[int]) -> Tensor:
+    def read(self, out: Tensor, u_prev: Tensor, u_seq: Tensor, ticks: Sequence[int]) -> Tensor:
         """Features of every step: the lower output and the upper output latest at that step."""
         u_all = torch.cat([u_prev.unsqueeze(1), u_seq], dim=1)
-        latest = torch.zeros(out.size(1), dtype=torch.long)
-        for t in ticks:
-            latest[t:] += 1
-        return torch.cat([out, u_all[:, latest.to(out.device)]], dim=-1)
+        steps = torch.arange(out.size(1), device=out.device)
+        latest = torch.searchsorted(self.tick_index(ticks, out.device), steps, right=True)  # ticks up to each step
+        return torch.cat([out, u_all[:, latest]], dim=-1)
 
     def core(self, x: Tensor, state: tuple[Tensor, ...], phase: int = 0) -> tuple[Tensor, tuple[Tensor, ...]]:
         """End to end over (B, T) characters: features (B, T, H + H_upper) and the new state."""

@@ -8,13 +8,15 @@ The hidden layers are shared out as evenly as possible, earlier blocks taking on
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import torch
 from torch import Tensor, nn
 
-from seqdni.data.task import Task
 from seqdni.errors import UserError
+
+if TYPE_CHECKING:  # an annotation only: importing seqdni.data would load Lightning
+    from seqdni.data.task import Task
 
 Activation = Literal["relu", "tanh", "none"]
 ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh, "none": nn.Identity}

@@ -45,6 +45,9 @@ class _ResettingLSTM(torch.autograd.Function):
         steps, _, four = acts.shape
         n = four // 4
         dz = torch.empty_like(acts)  # the gradient at every step's gate pre-activations
+        # the forward ran in the activations' dtype (bf16 under autocast, w_hh cast by addmm); a backward
+        # outside autocast must cast w_hh likewise (a no-op when the dtypes agree, as in float32)
+        w = w_hh.to(acts.dtype)
         for t in range(steps - 1, -1, -1):
             a, d, tc = acts[t], dz[t], tanh_c[t]
             i, f, g, o = a[:, :n], a[:, n : 2 * n], a[:, 2 * n : 3 * n], a[:, 3 * n :]
@@ -57,7 +60,7 @@ class _ResettingLSTM(torch.autograd.Function):
             slope = a * (1 - a)  # σ' = σ(1 - σ); tanh' = 1 - tanh² for the cell input
             slope[:, 2 * n : 3 * n] = 1 - g * g
             d.mul_(slope)
-            dh = torch.mm(d, w_hh) * keep[:, t]
+            dh = torch.mm(d, w) * keep[:, t]
             dc = dc * f * keep[:, t]
         dw = torch.mm(dz.reshape(-1, four).t(), h_in.reshape(-1, n)) if ctx.needs_input_grad[4] else None
         return dz.transpose(0, 1), dh, dc, None, dw

@@ -11,10 +11,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from seqdni.data.digits import DIGITS
 from seqdni.errors import UserError
 
 LSTMState = tuple[Tensor, Tensor]
+SYMBOLS = 10  # the digits 0-9 A reads (`seqdni.data.digits.DIGITS`; not imported: it would load Lightning)
 
 
 class TwoNets(nn.Module):
@@ -24,7 +24,7 @@ class TwoNets(nn.Module):
     def __init__(self, period: int, embed_dim: int, hidden_a: int, hidden_b: int, message_size: int):
         super().__init__()
         self.period = period
-        self.embed = nn.Embedding(len(DIGITS), embed_dim)
+        self.embed = nn.Embedding(SYMBOLS, embed_dim)
         self.a = nn.LSTM(embed_dim, hidden_a, batch_first=True)
         self.a_head = nn.Linear(hidden_a, period + 1)
         self.a_message = nn.Linear(hidden_a, message_size)

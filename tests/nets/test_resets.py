@@ -103,3 +103,23 @@ def test_the_resetting_recurrence_backward_is_the_gradient_of_its_forward():
     # a reset cuts the gradient to the state before it: stream 1 resets before its first step
     dh0, dc0 = torch.autograd.grad(sum(o.sum() for o in resetting_lstm(pre, h0, c0, keep, w)), (h0, c0))
     assert dh0[1].abs().max() == 0 and dc0[1].abs().max() == 0 and dh0[0].abs().max() > 1e-6
+
+
+def test_the_closed_form_backward_runs_outside_bf16_autocast():
+    """With bf16 autocast around the forward alone and the backward outside it, the closed-form
+    recurrence runs, and its gradients are float32's to bf16 precision."""
+    _, net, x, y = streams(span=CLOSED_FORM_STEPS + 5)
+    net, x = net.float(), x[:, 1:].float()  # from step 1: the start state reaches the outputs
+    s0 = tuple((0.5 * torch.randn_like(t)).requires_grad_() for t in net.init_state(x.size(0)))
+    leaves = [*net.lstm.parameters(), *net.embed.parameters(), *s0]
+
+    def gradients(dtype):
+        with torch.autocast("cpu", dtype=dtype, enabled=dtype != torch.float32):
+            out, (h, c) = net.core(x, s0)
+            loss = out.float().pow(2).sum() + h.float().sum() + c.float().sum()
+        assert out.dtype == dtype
+        return torch.autograd.grad(loss, leaves)
+
+    for got, want in zip(gradients(torch.bfloat16), gradients(torch.float32)):
+        assert got.dtype == torch.float32
+        assert want.norm() > 0 and (got - want).norm() <= 0.05 * want.norm()
