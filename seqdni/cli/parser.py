@@ -71,10 +71,14 @@ def _type_name(text: str) -> str:
 
 
 def _wrong_type(message: str, key: str) -> str | None:
-    """The innermost check ('Expected a <class 'float'>. Got value: x'), or the innermost Union."""
-    leaves = re.findall(r"Expected a <class '(\w+)'>\. Got value: (.*)$", message, re.MULTILINE)
+    """The innermost check ('Expected a <class 'float'>. Got value: x', or a choice of values:
+    'Expected a typing.Literal['a', 'b']. Got value: c'), or the innermost Union."""
+    leaves = list(re.finditer(r"Expected a (?:<class '(\w+)'>|typing\.Literal\[(.*)\])\. Got value: (.*)$", message,
+                              re.MULTILINE))
     if leaves:
-        kind, value = leaves[-1]
+        kind, choices, value = leaves[-1].groups()
+        if choices is not None:
+            return f"{key} must be one of {choices.replace(chr(39), '')}, got {value.strip()!r}"
         return f"{key} must be {_type_name(kind)}, got {value.strip()!r}"
     kinds, alternatives, value = _innermost_union(message)
     if not (key and value is not None and alternatives):
@@ -103,9 +107,11 @@ def plain(message: str, prog: str, shipped: Path | None = None) -> str:
 def where_keys_are(message: str, key: str, prog: str) -> str:
     """`--help` lists the Trainer's keys; a model's or data module's are listed by `--model.help CLASS`."""
     owners = re.findall(r"class_path '([^']+)'", message)
-    top = key.split(".")[0]
-    if top in ("model", "data") and owners and owners[0] not in NOT_CHOSEN:
-        return f"`{prog} --{top}.help {owners[0]}` lists its keys and their types"
+    parts = key.split(".")
+    if parts[0] in ("model", "data") and owners and owners[0] not in NOT_CHOSEN:
+        # a key of a nested options class (model.dni.*) is listed by that class's own help
+        nested = f" --{parts[0]}.{parts[1]}.help" if len(owners) > 1 and len(parts) > 1 else ""
+        return f"`{prog} --{parts[0]}.help {owners[0]}{nested}` lists its keys and their types"
     return f"`{prog} --help` lists every key and its type"
 
 

@@ -44,13 +44,17 @@ def test_a_bad_setting_is_one_paragraph_not_a_traceback(capsys, text_files, tmp_
 
 
 MODEL_KEYS = "`python -m seqdni.train --model.help seqdni.training.SeqModel` lists its keys"
+DNI_KEYS = "`python -m seqdni.train --model.help seqdni.training.SeqModel --model.dni.help` lists its keys"
 TRAINER_KEYS = "`python -m seqdni.train --help` lists every key"
 
 
 @pytest.mark.parametrize(("override", "needles"), [
-    (["--model.init_args.dni.lrr=1"], ["model.dni.lrr is not a setting of seqdni.engines.DNIOptions", MODEL_KEYS]),
+    (["--model.init_args.dni.lrr=1"], ["model.dni.lrr is not a setting of seqdni.engines.DNIOptions", DNI_KEYS]),
     (["--model.hiden_size=3"], ["model.hiden_size is not a setting of seqdni.training.SeqModel", MODEL_KEYS]),
-    (["--model.dni.scale=x"], ["model.dni.scale must be a number, got 'x'", MODEL_KEYS]),
+    (["--model.dni.scale=x"], ["model.dni.scale must be a number, got 'x'", DNI_KEYS]),
+    (["--model.dni.injection=shuffle"], ["model.dni.injection must be one of prediction, shuffled, none, "
+                                         "got 'shuffle'", DNI_KEYS]),
+    (["--model.lr_schedule=cosin"], ["model.lr_schedule must be one of constant, cosine, got 'cosin'", MODEL_KEYS]),
     (["--model.init_range=abc"], ["model.init_range must be a number or null, got 'abc'", MODEL_KEYS]),
     (["--model.dni=foo"], ["model.dni cannot be 'foo': it takes one of DNIOptions, null", MODEL_KEYS]),
     (["--trainer.max_epochs=abc"], ["trainer.max_epochs must be an integer or null, got 'abc'", TRAINER_KEYS]),
@@ -66,6 +70,16 @@ def test_a_bad_argument_is_one_paragraph_that_names_the_full_key_not_the_usage(c
     flat = one_paragraph(capsys, train_cli.main, ["--config", SMOKE, *data_args(text_files, tmp_path), *override],
                          *needles)
     assert "usage:" not in flat and "Given value" not in flat
+
+
+@pytest.mark.parametrize("hint", [MODEL_KEYS, DNI_KEYS])
+def test_the_help_a_bad_argument_points_to_lists_the_keys(capsys, hint):
+    command = hint.split("`")[1].split()[3:]  # after `python -m seqdni.train`
+    with pytest.raises(SystemExit) as done:
+        train_cli.main(command)
+    listed = capsys.readouterr().out
+    assert done.value.code == 0
+    assert ("--model.dni.lr " in listed) == (hint == DNI_KEYS) and ("--model.hidden_size" in listed) != (hint == DNI_KEYS)
 
 
 def test_a_bad_value_in_a_config_file_is_named_by_its_key(capsys, text_files, tmp_path):
