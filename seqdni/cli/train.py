@@ -55,6 +55,9 @@ class SeqDNICLI(LightningCLI):
         self.resumed = None
         sub = self.config.get("subcommand")
         path = self.config[sub].get("ckpt_path") if sub else None
+        if str(path) == "last":  # Lightning would warn that there is none and train from scratch
+            raise UserError("--ckpt_path last names Lightning's last.ckpt, which seqdni's runs do not write: a run's "
+                            "resume point is <run folder>/checkpoints/latest.ckpt; give that file's path")
         if path and str(path) not in LIGHTNING_CKPT_NAMES:
             self.resumed = checkpointing.read(path, "--ckpt_path")
             resume.check_settings(self.resumed, self.settings(), str(path))
@@ -130,13 +133,13 @@ def load_config(path: str | Path) -> dict:
 
 
 def expand_configs(args: list[str]) -> list[str]:
-    """Every `--config FILE` (or `--config=FILE`) replaced by its chain (`config_chain`)."""
+    """Every `--config FILE` (or `--config=FILE`, or its alias `-c`) replaced by its chain (`config_chain`)."""
     out, i = [], 0
     while i < len(args):
         a = args[i]
-        if a == "--config" and i + 1 < len(args):
+        if a in ("--config", "-c") and i + 1 < len(args):
             value, i = args[i + 1], i + 2
-        elif a.startswith("--config="):
+        elif a.startswith(("--config=", "-c=")):
             value, i = a.split("=", 1)[1], i + 1
         else:
             out.append(a)

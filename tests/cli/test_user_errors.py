@@ -240,3 +240,20 @@ def test_a_run_stopped_by_sigterm_exits_143_and_says_how_to_go_on(capsys):
         reported(stopped, "seqdni.train", [])
     assert exit_info.value.code == 143
     assert "stopped by SIGTERM; resume from the run's latest checkpoint" in capsys.readouterr().err
+
+
+def test_ckpt_path_last_is_refused_not_a_silent_fresh_run(capsys, text_files, tmp_path):
+    """Lightning's `last` finds no last.ckpt in a seqdni run: it would warn and train from step 0."""
+    one_paragraph(capsys, train_cli.main, ["--config", SMOKE, *data_args(text_files, tmp_path), "--ckpt_path=last"],
+                  "--ckpt_path last names Lightning's last.ckpt", "checkpoints/latest.ckpt")
+
+
+@pytest.mark.parametrize("flag", [["-c"], ["--config"], ["-c="], ["--config="]])
+def test_the_config_alias_follows_bases_and_finds_shipped_configs(tmp_path, monkeypatch, flag):
+    monkeypatch.chdir(tmp_path)  # no configs/ here: the shipped copy is found
+    args = [flag[0] + "configs/ptb-cpu/dni8.yaml"] if flag[0].endswith("=") else [*flag, "configs/ptb-cpu/dni8.yaml"]
+    chain = train_cli.expand_configs([*args, "--model.lr=1"])
+    configs = chain[1:-1:2]
+    assert chain[0::2][:-1] == ["--config"] * len(configs) and chain[-1] == "--model.lr=1"
+    assert len(configs) >= 2 and configs[0].endswith("ptb-cpu.yaml")  # its base first, then its own keys
+    assert "dni:" in configs[-1]
