@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import torch
+
 from seqdni.engines.probe import probe
 
 
@@ -28,7 +30,10 @@ class Probe:
             return
         x, y = (t.to(module.device) for t in batch)
         warm = max(T, x.size(1) - self.unrolls * T)
-        result = {k: v.item() for k, v in probe(module.engine, x, y, warm).items()}
+        # the probe runs the network as it trains (dropout included) without using up the run's random
+        # numbers: with or without probes, training draws the same masks
+        with torch.random.fork_rng(devices=[x.device] if x.device.type == "cuda" else []):
+            result = {k: v.item() for k, v in probe(module.engine, x, y, warm).items()}
         # Straight to the loggers (a sparse metric, not repeated every log step), on the axis every
         # other scalar uses: the optimiser step (`SeqModule` logs `step`).
         for logger in module.loggers:

@@ -10,7 +10,7 @@ import lightning as L
 import pytest
 import torch
 import torch.nn.functional as F
-from helpers import grads, group_params, seq_model, trainer
+from helpers import Losses, grads, group_params, seq_model, trainer
 
 from seqdni.cli.sample import load_checkpoint
 from seqdni.engines import DNIOptions
@@ -166,3 +166,15 @@ def test_bad_unroll_and_window_name_the_keys(tiny_data):
         seq_model(dm, unroll=0)
     with pytest.raises(ValueError, match=r"data.window \(8\) must be a multiple of model.unroll \(3\)"):
         seq_model(dm, unroll=3)
+
+
+def test_probes_leave_the_training_run_unchanged_with_dropout(tmp_path, tiny_data):
+    """The probe runs the network as it trains, dropout included, on random numbers of its own."""
+    dm = tiny_data()
+    runs = []
+    for every in (0, 2):
+        losses = Losses()
+        model = seq_model(dm, dni=DNIOptions(), dropout=0.3, probe_every=every, probe_rows=2, probe_unrolls=1)
+        trainer(tmp_path / str(every), max_steps=12, callbacks=[losses]).fit(model, dm)
+        runs.append(losses.losses)
+    assert len(runs[0]) == 6 and runs[0] == runs[1]
