@@ -143,8 +143,7 @@ def train(key: dict, name: str, log_dir: Path, out: Path) -> dict:
         result["interruptions"] = leg["interruptions"]
     if rc == 0:
         done.write_text(json.dumps(result))
-    print(f"{task:12s} {name:9s} seed {seed}: N = {result['solved']} ({result['seconds']:.0f} s, rc {rc})",
-          flush=True)
+    print(f"{task:12s} {name:9s} seed {seed}: N = {shown(result)} ({result['seconds']:.0f} s, rc {rc})", flush=True)
     return result
 
 
@@ -226,15 +225,30 @@ def constant_lr(log_dir: Path) -> bool:
     return init.get("lr_schedule", "constant") == "constant"
 
 
+def largest_solved(run: dict) -> int | None:
+    """The largest N a run solved: 0 for a finished run that solved none (one that never validated wrote no
+    curriculum, and its record says null), None for a run that did not finish (failed, or another process's)."""
+    if run["returncode"] != 0:
+        return None
+    return 0 if run["solved"] is None else run["solved"]
+
+
+def shown(run: dict) -> str:
+    """A run's N as printed: `0 (none solved)` for a finished run that solved nothing, `–` for an unfinished one."""
+    n = largest_solved(run)
+    return "–" if n is None else "0 (none solved)" if n == 0 else str(n)
+
+
 def seeds_solved(results: list[dict], task: str, variant: str, unroll: int) -> list[int]:
-    """The largest N solved by each finished run of the row, in seed order."""
+    """The largest N solved by each finished run of the row, in seed order (0: it solved none)."""
     runs = sorted((r for r in results if (r["task"], r["variant"], r["unroll"]) == (task, variant, unroll)
-                   and r["returncode"] == 0 and r["solved"] is not None), key=lambda r: r["seed"])
-    return [r["solved"] for r in runs]
+                   and largest_solved(r) is not None), key=lambda r: r["seed"])
+    return [largest_solved(r) for r in runs]
 
 
 def cell(scores: list[int], task: str) -> str:
-    """`median (seed 1 / seed 2 / ...)`, on Copy the median's task length 2N + 1 beside it; – for no run."""
+    """`median (seed 1 / seed 2 / ...)`, on Copy the median's task length 2N + 1 beside it; – for no finished
+    run (a finished run that solved no level counts 0)."""
     if not scores:
         return "–"
     med = statistics.median(scores)

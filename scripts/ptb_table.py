@@ -34,7 +34,7 @@ from pathlib import Path
 
 import torch
 
-from seqdni.cli.train import load_config
+from seqdni.cli.train import load_config, shipped
 
 NAMES = ["bptt8", "bptt20", "bptt40", "dni8", "dni20", "dni40", "dni8-aux", "dni8-discount"]
 PAPER = {"bptt8": 1.35, "bptt20": 1.35, "bptt40": 1.34, "dni8": 1.34, "dni8-aux": 1.33}  # test BPC, dni-rnn.md
@@ -168,16 +168,25 @@ def finished(runs: Path, name: str, seed: int, kept: dict) -> dict | None:
     return kept.get((name, seed))
 
 
+def config_paths(configs: str, names: list[str]) -> dict[str, Path]:
+    """Each name's config: `CONFIGS/NAME.yaml` as given where that file exists, else the shipped config
+    it names, as `python -m seqdni.train --config configs/...` finds it from any folder (`shipped`).
+    A config found in neither place stops the command before anything is written."""
+    paths = {name: Path(shipped(str(Path(configs) / f"{name}.yaml"))) for name in names}
+    lacking = [str(Path(configs) / f"{name}.yaml") for name, path in paths.items() if not path.is_file()]
+    if lacking:
+        raise SystemExit(f"no config {', '.join(lacking)} (nor among the shipped configs): --configs must hold "
+                         f"{', '.join(names)}.yaml")
+    return paths
+
+
 def run_grid(args) -> list[dict]:
     """Train every (config, seed) without a result, `args.jobs` at a time, seed by seed (the first seed
     of every config first); then the results of the whole grid, whoever trained them."""
+    configs = config_paths(args.configs, args.names)  # before any folder is made
     runs = Path(args.out) / "runs"
     runs.mkdir(parents=True, exist_ok=True)
     kept = restored(args.records)
-    for name in args.names:
-        cfg_path = Path(args.configs) / f"{name}.yaml"
-        if not cfg_path.is_file():
-            raise SystemExit(f"no config {cfg_path}: --configs must hold {', '.join(args.names)}.yaml")
     grid = [(name, seed) for seed in range(args.seeds) for name in args.names]
     todo = [key for key in grid if finished(runs, *key, kept) is None]
     print(f"{len(grid) - len(todo)} of {len(grid)} runs finished (reusing them)")
@@ -194,7 +203,7 @@ def run_grid(args) -> list[dict]:
             if finished(runs, name, seed, kept) is not None:  # finished by another process meanwhile
                 lock.close()
                 continue
-            cfg_path = Path(args.configs) / f"{name}.yaml"
+            cfg_path = configs[name]
             p = launch(cfg_path, name, seed, args, runs, lock)
             running[p.pid] = (p, cfg_path, name, seed, time.time(), lock)
         if not running:
@@ -404,7 +413,9 @@ def plots(results: list[dict], out: Path) -> None:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--configs", required=True, help="folder with bptt8.yaml ... dni8-aux.yaml")
+    p.add_argument("--configs", required=True,
+                   help="folder with bptt8.yaml ... dni8-aux.yaml; configs/ptb-cpu names the shipped configs "
+                        "from any folder, as seqdni.train's --config does")
     budget = p.add_mutually_exclusive_group()
     budget.add_argument("--budget-minutes", type=float, help="wall-clock minutes per run (trainer.max_time)")
     budget.add_argument("--budget-chars", type=float, help="training characters per run (sets trainer.max_steps)")

@@ -196,7 +196,8 @@ def parse(args: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n\n")[1])
     p.add_argument("--config", required=True, help="a feed-forward config (configs/ff/...)")
     p.add_argument("--procs", type=int, default=2, help="processes = blocks (1: backpropagation in one process)")
-    p.add_argument("--mode", default="dni", help="dni (update unlocking) or gpipe (synchronous micro-batches)")
+    p.add_argument("--mode", default="dni", metavar="{dni,gpipe}",  # checked by check_arguments: one paragraph
+                   help="dni (update unlocking, the default) or gpipe (synchronous micro-batches)")
     p.add_argument("--steps", type=int, default=None,
                    help="updates of every block, at least 1 (default: the config's trainer.max_steps)")
     p.add_argument("--seed", type=int, default=None, help="seed of the weights and the shuffling")

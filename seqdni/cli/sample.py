@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 import torch
+from jsonargparse import DefaultHelpFormatter
 
 from seqdni.cli.parser import FunctionParser
 from seqdni.data.vocab import render
@@ -20,6 +21,17 @@ from seqdni.training import SeqModel, checkpointing
 from seqdni.training.checkpointing import CheckpointError, class_path
 
 PROG = "python -m seqdni.sample"
+
+
+class QuotedDefaults(DefaultHelpFormatter):
+    """jsonargparse's help with a text default quoted, so what it holds shows: `default: 'the '`, the prime's
+    trailing space included."""
+
+    def _get_help_string(self, action) -> str:
+        help_str = super()._get_help_string(action)
+        if isinstance(action.default, str):
+            help_str = help_str.replace("default: %(default)s", f"default: {action.default!r}".replace("%", "%%"))
+        return help_str
 
 
 def _model_class(path: Path, name: str | None) -> type:
@@ -114,7 +126,7 @@ def main(args: list[str] | None = None) -> None:
     given = sys.argv[1:] if args is None else list(args)
     own = [a for a in given if a != "--debug"]
     print(reported(lambda: auto_cli(sample, args=own, as_positional=False, prog=PROG, parser_class=FunctionParser,
-                                    debug=debugging(given)), PROG, given))
+                                    formatter_class=QuotedDefaults, debug=debugging(given)), PROG, given))
 
 
 if __name__ == "__main__":

@@ -53,3 +53,9 @@ def test_help_states_the_range_of_steps_and_micro(capsys):
     assert exit_.value.code == 0
     assert "updates of every block, at least 1" in out
     assert "micro-batches per batch in gpipe mode, from 1 to data.batch_size" in out
+    assert "--mode {dni,gpipe}" in out  # the choices show, and a wrong one is still our paragraph:
+
+
+def test_a_wrong_mode_is_one_paragraph(capsys, tmp_path, no_launch):
+    one_paragraph(capsys, pipeline_cli.main, ["--config", CONFIG, "--out", str(tmp_path), "--mode", "x"],
+                  "--mode must be dni or gpipe, got 'x'")

@@ -9,7 +9,7 @@ import pytest
 import torch
 from helpers import run_cli
 
-from seqdni.cli.sample import CheckpointError, load_checkpoint, sample
+from seqdni.cli.sample import CheckpointError, load_checkpoint, main, sample
 from seqdni.data import Task
 from seqdni.engines import DNIOptions
 from seqdni.training import SeqModel
@@ -69,3 +69,12 @@ def test_capitals_in_the_prime_are_read_as_lower_case_for_a_lower_case_vocabular
     assert "the prime is read as 'the cat'" in capsys.readouterr().err
     with pytest.raises(ValueError, match=r"outside the model's vocabulary: 'Z'"):  # no lower-case 'z' either
         sample(ckpt, prime="Zz", length=5)
+
+
+def test_help_quotes_the_default_prime_so_its_trailing_space_shows(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(["--help"])
+    out = " ".join(capsys.readouterr().out.split())
+    assert exit_.value.code == 0
+    assert "(type: str, default: 'the ')" in out and "default: the )" not in out
+    assert "(type: str, default: 'cpu')" in out and "(type: int, default: 500)" in out  # numbers stay bare

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import fcntl
 import json
+import subprocess
+from types import SimpleNamespace
 
 import pytest
 from helpers import ROOT, load_script, run_python
@@ -172,3 +174,29 @@ def test_records_of_a_committed_grid_count_as_finished_runs(tmp_path):
     bad = run_python(args, ROOT)
     assert bad.returncode == 2 and "is not a results.json written by this script" in bad.stderr
     assert "Traceback" not in bad.stderr
+
+
+def test_a_finished_run_that_solved_no_level_is_told_apart_from_a_run_not_finished(tmp_path, monkeypatch, capsys):
+    """A run that ends its budget before any validation writes no curriculum (its record: solved null); it
+    finished and solved no level, so it prints and tabulates as N = 0, not as the – of a run without a result."""
+    table_script = load_script("copy_table")
+    codes = iter([0, 1])  # the training process: finished, then failed; neither validated
+
+    def run(cmd, **kwargs):
+        return SimpleNamespace(returncode=next(codes))
+
+    monkeypatch.setattr(table_script, "subprocess", SimpleNamespace(run=run, STDOUT=subprocess.STDOUT))
+    out = tmp_path / "grid"
+    runs = [table_script.train(table_script.run_key("copy", v, 3, 1, 10, []), f"{v}3",
+                               table_script.run_dir(out, "copy", v, 3, 1), out) for v in ("bptt", "dni")]
+    printed = capsys.readouterr().out
+    assert [(r["returncode"], r["solved"]) for r in runs] == [(0, None), (1, None)]
+    assert "copy         bptt3     seed 1: N = 0 (none solved) (" in printed
+    assert "copy         dni3      seed 1: N = – (" in printed and "None" not in printed
+    row = next(ln for ln in table_script.table(runs, ["copy"], [3], ["bptt", "dni", "dni-aux"]).splitlines()
+               if ln.startswith("| copy | 3 |"))
+    assert row.startswith("| copy | 3 | **0** [1] (0) | – | – |")  # dni failed, dni-aux never ran
+    # the same for a run that validated without solving a level (its curriculum says 0) and one that solved 4
+    validated = [{**runs[0], "seed": 2, "solved": 0}, {**runs[0], "seed": 3, "solved": 4}]
+    assert table_script.shown(validated[0]) == "0 (none solved)" and table_script.shown(validated[1]) == "4"
+    assert "| copy | 3 | **0** [1] (0 / 0 / 4) |" in table_script.table([runs[0], *validated], ["copy"], [3], ["bptt"])

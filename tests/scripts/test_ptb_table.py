@@ -4,10 +4,15 @@ runs; the report compares the configs at convergence, at equal characters and at
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
+from types import SimpleNamespace
 
 import pytest
 import yaml
 from helpers import ROOT, load_script, run_python
+
+from seqdni.cli.parser import SHIPPED
 
 ptb_table = load_script("ptb_table")
 
@@ -183,3 +188,57 @@ def test_dni_aux_is_compared_with_bptt8_bptt40_and_its_control_where_both_ran():
     frozen = next(ln for ln in lines if ln.startswith("- dni8-aux − dni8-aux-m-frozen:"))
     assert "seed by seed -0.0100 / -0.0100, the same sign in every seed" in frozen
     assert not any("dni8-shuffled" in h for h in heads)  # a control that did not run is left out
+
+
+def _grid_main(monkeypatch, cwd, *args) -> list[list[str]]:
+    """`python scripts/ptb_table.py ARGS` in `cwd`, each training process it starts replaced by one that
+    exits 3 at once (a run that did not finish): the command lines it gives them, in order."""
+    started = []
+
+    def popen(cmd, **kwargs):
+        started.append(cmd)
+        return subprocess.Popen([sys.executable, "-c", "raise SystemExit(3)"], **kwargs)
+
+    monkeypatch.setattr(ptb_table, "subprocess", SimpleNamespace(Popen=popen, STDOUT=subprocess.STDOUT))
+    monkeypatch.chdir(cwd)
+    monkeypatch.setattr(sys, "argv", ["ptb_table.py", *args])
+    ptb_table.main()
+    return started
+
+
+def _train_command(config: str, runs, name: str, seed: int) -> list[str]:
+    return [sys.executable, "-m", "seqdni.train", "--config", config, f"--seed_everything={seed}",
+            f"--trainer.logger.init_args.save_dir={runs}", f"--trainer.logger.init_args.name={name}-s{seed}",
+            "--trainer.logger.init_args.version=0", "--trainer.enable_progress_bar=false"]
+
+
+def test_in_the_repository_the_configs_are_the_files_given_and_the_command_lines_unchanged(monkeypatch, tmp_path):
+    """The grid's use from the repository root: `--configs configs/ptb-cpu` trains the files as given, the
+    same relative path in every training command and in every run's record (`summarise`'s "config")."""
+    out = tmp_path / "grid"
+    started = _grid_main(monkeypatch, ROOT, "--configs", "configs/ptb-cpu", "--names", "dni8-aux", "bptt8",
+                         "--seeds", "2", "--out", str(out))
+    assert started == [_train_command(f"configs/ptb-cpu/{n}.yaml", out / "runs", n, s)
+                       for s in (0, 1) for n in ("dni8-aux", "bptt8")]
+    paths = ptb_table.config_paths("configs/ptb-cpu", ptb_table.NAMES)  # what summarise records
+    assert {n: str(p) for n, p in paths.items()} == {n: f"configs/ptb-cpu/{n}.yaml" for n in ptb_table.NAMES}
+
+
+def test_from_another_folder_configs_ptb_cpu_are_the_shipped_configs(monkeypatch, tmp_path, capsys):
+    """As `python -m seqdni.train --config configs/ptb-cpu/dni8.yaml` does from any folder, the grid finds
+    `--configs configs/ptb-cpu` among the configs installed with the package when the folder is not here."""
+    started = _grid_main(monkeypatch, tmp_path, "--configs", "configs/ptb-cpu", "--names", "dni8", "--out", "grid")
+    shipped = SHIPPED / "ptb-cpu" / "dni8.yaml"
+    assert shipped.is_file() and not (tmp_path / "configs").exists()
+    assert started == [_train_command(str(shipped), "grid/runs", "dni8", 0)]
+    assert "dni8 seed 0 did not finish (exit 3)" in capsys.readouterr().out
+    assert json.loads((tmp_path / "grid" / "results.json").read_text())["runs"] == []
+
+
+def test_a_config_found_nowhere_stops_the_grid_before_any_folder_is_made(monkeypatch, tmp_path):
+    with pytest.raises(SystemExit) as stop:
+        _grid_main(monkeypatch, tmp_path, "--configs", "configs/ptb-nope", "--names", "bptt8", "dni8", "--out",
+                   "grid")
+    assert list(tmp_path.iterdir()) == []  # no grid/, no grid/runs
+    assert str(stop.value) == ("no config configs/ptb-nope/bptt8.yaml, configs/ptb-nope/dni8.yaml (nor among the "
+                               "shipped configs): --configs must hold bptt8, dni8.yaml")
