@@ -104,10 +104,15 @@ def check_schedule(checkpoint: dict, given: dict, path: str) -> None:
             cfg = cfg.get(key) if isinstance(cfg, dict) else None
         return cfg
 
-    if "cosine" not in (setting(saved, "model", "init_args", "lr_schedule"),
-                        setting(given, "model", "init_args", "lr_schedule")):
-        return
+    if setting(saved, "model", "init_args", "lr_schedule") != "cosine" or \
+            setting(given, "model", "init_args", "lr_schedule") != "cosine":
+        return  # (a changed schedule is a conflict `check_settings` names)
     before, now = setting(saved, "trainer", "max_steps"), setting(given, "trainer", "max_steps")
+    if before is None or before <= 0:
+        raise UserError(
+            f"--ckpt_path {path} resumes a run with model.lr_schedule cosine but no trainer.max_steps, which "
+            "earlier versions trained at a constant rate; it cannot go on as either schedule without changing "
+            "the experiment: start a new run with --trainer.max_steps set.")
     if before != now:
         raise UserError(
             f"--ckpt_path {path} resumes a run with model.lr_schedule cosine, whose learning rate decays to 0 "

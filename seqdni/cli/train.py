@@ -15,6 +15,7 @@ argument: `seqdni.cli.parser`).
 
 from __future__ import annotations
 
+import re
 import sys
 import warnings
 from dataclasses import asdict
@@ -31,6 +32,7 @@ from seqdni.cli import folders, resume
 from seqdni.cli.parser import SHIPPED, Parser
 from seqdni.errors import UserError, debugging, reported
 from seqdni.training import checkpointing
+from seqdni.training.module import check_vocabulary
 
 SUBCOMMANDS = ("fit", "validate", "test", "predict")
 PROG = "python -m seqdni.train"
@@ -55,9 +57,6 @@ class SeqDNICLI(LightningCLI):
         self.resumed = None
         sub = self.config.get("subcommand")
         path = self.config[sub].get("ckpt_path") if sub else None
-        if str(path) == "last":  # Lightning would warn that there is none and train from scratch
-            raise UserError("--ckpt_path last names Lightning's last.ckpt, which seqdni's runs do not write: a run's "
-                            "resume point is <run folder>/checkpoints/latest.ckpt; give that file's path")
         if path and str(path) not in LIGHTNING_CKPT_NAMES:
             self.resumed = checkpointing.read(path, "--ckpt_path")
             resume.check_settings(self.resumed, self.settings(), str(path))
@@ -65,18 +64,34 @@ class SeqDNICLI(LightningCLI):
     def before_instantiate_classes(self) -> None:
         sub = self.config.get("subcommand")
         cfg = self.config[sub] if sub else self.config
+        limit = cfg.trainer.get("max_time")
+        if isinstance(limit, str) and not re.fullmatch(r"\d+:\d\d:\d\d:\d\d", limit.strip()):
+            raise UserError(f"trainer.max_time is days:hours:minutes:seconds, DD:HH:MM:SS (00:12:00:00 is 12 hours); "
+                            f"got {limit!r}")
         folders.place_logger(cfg.trainer, cfg.get("ckpt_path"))
 
     def after_instantiate_classes(self) -> None:
         if hasattr(self.model, "run_config"):
             self.model.run_config = self.settings()
+        if not any(isinstance(c, Timer) for c in self.trainer.callbacks):
+            # no max_time: a Timer without a limit still keeps the training time in checkpoints, which a
+            # later max_time counts (and a checkpoint's Timer state then always has its callback)
+            self.trainer.callbacks.append(Timer(duration=None, verbose=False))
 
     def before_fit(self) -> None:
         """Say what each stopping rule leaves (a resume counts what the checkpoint trained); stop when
         nothing can be trained or the run folder cannot be written."""
         t = self.trainer
-        timer = next((c for c in t.callbacks if isinstance(c, Timer)), None)
-        left = resume.budgets(self.resumed, t.max_steps, t.max_epochs, timer._duration if timer else None)
+        given = self.config[self.config.subcommand].get("ckpt_path")
+        if given == "last" and not any(getattr(c, "save_last", False) for c in t.checkpoint_callbacks):
+            raise UserError("--ckpt_path last names Lightning's last.ckpt, which no checkpoint callback of this run "
+                            "writes (Lightning would train from scratch): a run's resume point is <run folder>/"
+                            "checkpoints/latest.ckpt; give that file's path")
+        if self.resumed:  # before the run's config.yaml is rewritten with these settings
+            saved = (self.resumed["hyper_parameters"].get("task") or {}).get("symbols") or []
+            check_vocabulary(list(saved), list(self.model.task.symbols), given)
+        timer = next(c for c in t.callbacks if isinstance(c, Timer))
+        left = resume.budgets(self.resumed, t.max_steps, t.max_epochs, timer._duration)
         folders.check_writable(t.log_dir or t.default_root_dir)
         if self.resumed:  # the run's own folder holds its checkpoints: that is the point
             warnings.filterwarnings("ignore", message=r"Checkpoint directory .* exists and is not empty")
@@ -88,8 +103,11 @@ class SeqDNICLI(LightningCLI):
         if self.trainer.interrupted or not getattr(self.datamodule, "has_test", True):
             return
         best = self.trainer.checkpoint_callback
-        ckpt = "best" if best is not None and getattr(best, "best_model_path", "") else None
-        if ckpt and not get_filesystem(best.best_model_path).isfile(best.best_model_path):
+        # the path itself: "best" makes Lightning warn that LatestCheckpoint is a second ModelCheckpoint
+        ckpt = getattr(best, "best_model_path", "") or None  # (LatestCheckpoint, if first, keeps no best)
+        if ckpt is None:  # the final weights: logged at the final step, not at a checkpoint loaded to resume
+            self.model.loaded_step = None
+        if ckpt and not get_filesystem(ckpt).isfile(ckpt):
             run = self.trainer.log_dir or "<run>"
             raise UserError(
                 f"training finished, but the test split was not scored: the run's best checkpoint, "
@@ -133,8 +151,12 @@ def load_config(path: str | Path) -> dict:
 
 
 def expand_configs(args: list[str]) -> list[str]:
-    """Every `--config FILE` (or `--config=FILE`, or its alias `-c`) replaced by its chain (`config_chain`)."""
-    out, i = [], 0
+    """Every `--config FILE` (or `--config=FILE`, or its alias `-c`) replaced by its chain (`config_chain`),
+    and the configs put first (after a subcommand), in their order: a setting given on the command line
+    wins over the configs wherever it stands (a config read after it would silently replace it; a
+    run's config.yaml, for instance, holds `ckpt_path: null`)."""
+    head = args[:1] if args and args[0] in SUBCOMMANDS else []
+    configs, rest, i = [], [], len(head)
     while i < len(args):
         a = args[i]
         if a in ("--config", "-c") and i + 1 < len(args):
@@ -142,13 +164,13 @@ def expand_configs(args: list[str]) -> list[str]:
         elif a.startswith(("--config=", "-c=")):
             value, i = a.split("=", 1)[1], i + 1
         else:
-            out.append(a)
+            rest.append(a)
             i += 1
             continue
         value = shipped(value)
         for part in config_chain(value) if Path(value).is_file() else [value]:
-            out += ["--config", part]
-    return out
+            configs += ["--config", part]
+    return head + configs + rest
 
 
 def shipped(value: str) -> str:
@@ -181,12 +203,26 @@ def cli(args: list[str], **kw) -> SeqDNICLI:
         return _build(expand_configs(list(args)), **kw)
 
 
+def needs_config(args: list[str]) -> None:
+    """`--ckpt_path` alone: the settings come from a config (the run's own is saved beside its checkpoints)."""
+    ckpt = next((a.split("=", 1)[1] if "=" in a else (args[i + 1] if i + 1 < len(args) else "")
+                 for i, a in enumerate(args) if a.split("=")[0] == "--ckpt_path"), None)
+    given = any(a.split("=")[0] in ("--config", "-c") or a.startswith(("--model", "--help", "-h")) for a in args)
+    if ckpt is None or given:
+        return
+    own = Path(ckpt).parent.parent / "config.yaml"
+    raise UserError(f"--ckpt_path {ckpt} needs the run's settings as well: add --config "
+                    f"{own if own.is_file() else '<run folder>/config.yaml'} (the config the run saved beside its "
+                    "checkpoints), and any stopping rule to change, e.g. --trainer.max_steps")
+
+
 def main(args: list[str] | None = None) -> SeqDNICLI:
     """The command line: `args`, or sys.argv when None. A user error ends in one paragraph, exit 1."""
     given = sys.argv[1:] if args is None else list(args)
     own, debug = with_fit([a for a in given if a != "--debug"]), debugging(given)
 
     def build() -> SeqDNICLI:
+        needs_config(own)
         if args is None:  # from the command line: the parser reads sys.argv itself
             sys.argv[1:] = expand_configs(own)
             return _build(None, debug=debug)

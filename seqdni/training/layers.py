@@ -58,6 +58,7 @@ class LayerModel(L.LightningModule):
         self._direct, self._sums = False, None
         self.clock = {"wall_s": 0.0, "cpu_s": 0.0}  # training time of this process, for benchmarks
         self.run_config: dict | None = None  # the command line's settings, kept in checkpoints for resumes
+        self.loaded_step: int | None = None  # the optimiser step of the checkpoint loaded, if any
 
     @property
     def net(self) -> BlockMLP:
@@ -76,6 +77,7 @@ class LayerModel(L.LightningModule):
                                 "class_path": f"{type(self).__module__}.{type(self).__qualname__}"}
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
+        self.loaded_step = checkpoint.get("global_step")  # the x axis of a `test` from it (`log_eval_sums`)
         if self._trainer is not None:
             checkpointing.follow_run_folder(checkpoint, self.trainer.checkpoint_callbacks, self.trainer.ckpt_path)
 

@@ -76,7 +76,28 @@ def log_eval_sums(module: L.LightningModule, sums: dict[str, torch.Tensor], stag
     for i, (name, value) in enumerate(module.net.eval_metrics(dict(zip(keys, total))).items()):
         # identical on every rank already (summed above): sync_dist only averages equal values
         module.log(f"{stage}/{name}", value.float(), prog_bar=i == 0, sync_dist=True)
-    module.log("step", float(module.trainer.global_step))  # the x axis: optimiser steps, as in training
+    module.log("step", float(evaluated_step(module)))  # the x axis: optimiser steps, as in training
+
+
+def check_vocabulary(saved: list[str], given: list[str], path: str | None) -> None:
+    """The data's characters must be the checkpoint's, in its order: the embedding and the output layer
+    are indexed by them (other data files may be given on resume, not another vocabulary)."""
+    if saved == given or not saved:
+        return
+    new, gone = sorted(set(given) - set(saved)), sorted(set(saved) - set(given))
+    what = (f"it adds {new!r}" if new else "") + ("; " if new and gone else "") + (f"it lacks {gone!r}" if gone else "")
+    raise UserError(
+        f"the checkpoint {path or ''} was trained on a vocabulary of {len(saved)} characters, and the data given "
+        f"has {len(given)}: {what or 'the same characters in another order'}. A checkpoint's embedding and output "
+        "layer are indexed by its own characters: give the data files (data.data_dir, data.*_files) it was "
+        "trained on.")
+
+
+def evaluated_step(module: L.LightningModule) -> int:
+    """The optimiser step of the weights being evaluated: the run's own during a fit, the loaded
+    checkpoint's for `validate`/`test` from a checkpoint (whose trainer has taken no step)."""
+    loaded = getattr(module, "loaded_step", None)
+    return loaded if module.trainer.state.fn != "fit" and loaded is not None else module.trainer.global_step
 
 
 class SeqModule(L.LightningModule):
@@ -90,6 +111,7 @@ class SeqModule(L.LightningModule):
         self._clock: tuple[float, int] | None = None
         self._eval_state = self._eval_sums = None
         self.run_config: dict | None = None  # the command line's settings, kept in checkpoints for resumes
+        self.loaded_step: int | None = None  # the optimiser step of the checkpoint loaded, if any
         self._direct = False  # whether to bypass Lightning's backward/step wrappers (optim.wrappers_add_nothing)
 
     def build(self, task: Task, engine: Engine, lr_schedule: str | None = "constant", warmup_steps: int = 0,
@@ -262,12 +284,16 @@ class SeqModule(L.LightningModule):
                                 "rng": checkpointing.rng_state(self.device)}
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
+        self.loaded_step = checkpoint.get("global_step")
+        check_vocabulary(list((checkpoint["hyper_parameters"].get("task") or {}).get("symbols") or []),
+                         list(self.task.symbols), self._trainer.ckpt_path if self._trainer is not None else None)
         saved = checkpointing.upgrade(checkpoint)["seqdni"].get("carry")
         if self._trainer is not None:
             checkpointing.follow_run_folder(checkpoint, self.trainer.checkpoint_callbacks, self.trainer.ckpt_path)
         fitting = self._trainer is not None and self.trainer.state.fn == "fit"
         if fitting:  # dropout goes on with the masks the uninterrupted run would draw
-            checkpointing.set_rng_state(checkpoint["seqdni"].get("rng"), self.device)
+            # the module is not on its device yet (Lightning restores before it moves it): the strategy's
+            checkpointing.set_rng_state(checkpoint["seqdni"].get("rng"), self.trainer.strategy.root_device)
         if saved is None or not fitting:  # evaluation and sampling start from the zero state
             self.carry = None
             return

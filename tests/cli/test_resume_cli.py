@@ -41,6 +41,8 @@ def test_resume_from_another_directory(text_files, tmp_path, monkeypatch, capsys
     run = tmp_path / "out/runs/smoke/smoke/version_0"
     latest = run / "checkpoints/latest.ckpt"
     assert latest.is_file() and steps(run, "train/bpc") == [4, 8]
+    # trained without max_time, the run still records its training time, which a later max_time counts
+    assert torch.load(latest, weights_only=True)["callbacks"]["Timer"]["time_elapsed"]["train"] > 0
 
     err = failure(capsys, [*args, f"--ckpt_path={latest}", "--model.hidden_size=64", "--data.batch_size=2"])
     assert "model.init_args.hidden_size is 32 in the checkpoint but 64 as given" in err
@@ -48,6 +50,8 @@ def test_resume_from_another_directory(text_files, tmp_path, monkeypatch, capsys
     assert "drop these keys" in err
     err = failure(capsys, [*args, f"--ckpt_path={latest}"])
     assert "nothing to train: the checkpoint is at optimiser step 8" in err and "Raise --trainer.max_steps" in err
+    err = failure(capsys, ["--ckpt_path", str(latest), "--trainer.max_steps=16"])  # no config: the run's is named
+    assert f"needs the run's settings as well: add --config {run / 'config.yaml'}" in err
     err = failure(capsys, [*args, f"--ckpt_path={latest}", "--trainer.max_steps=-1", "--trainer.max_time=00:00:00:00"])
     assert "max_time 0:00:00 leaves 0:00:00 (it counts the" in err and "Raise --trainer.max_time" in err
 
@@ -82,7 +86,7 @@ def test_resumed_from_another_working_directory_the_run_keeps_its_best_and_is_te
     ea = EventAccumulator(str(run))
     ea.Reload()
     assert [e.step for e in ea.Scalars("val/bpc")] == [12]
-    assert [e.step for e in ea.Scalars("test/bpc")] == [16, 20]  # each phase tested, at the best checkpoint
+    assert [e.step for e in ea.Scalars("test/bpc")] == [12, 12]  # each phase tested at the best checkpoint, its step
     assert ea.Scalars("test/bpc")[1].value == pytest.approx(ea.Scalars("test/bpc")[0].value)
     state = next(v for k, v in torch.load(run / "checkpoints/latest.ckpt", weights_only=False)["callbacks"].items()
                  if k.startswith("ModelCheckpoint"))
@@ -103,6 +107,10 @@ def test_a_best_checkpoint_gone_before_the_test_is_named_with_what_to_do(text_fi
     assert f"the test split was not scored: the run's best checkpoint, {best.relative_to(tmp_path)}, is not there" in err
     assert "python -m seqdni.train test --config runs/smoke/smoke/version_0/config.yaml --ckpt_path <file>" in err
     assert torch.load(ckpts / "latest.ckpt", weights_only=False)["global_step"] == 20  # the training is saved
+    main(["test", "--config", "runs/smoke/smoke/version_0/config.yaml", f"--ckpt_path={ckpts / 'latest.ckpt'}"])
+    # the first run tested its best checkpoint (step 12); the command given scores latest.ckpt: each logged
+    # at the optimiser step of the weights it scored
+    assert steps(ckpts.parent, "test/bpc") == [12, 20]
 
 
 def test_follow_run_folder_moves_a_states_paths_only_for_a_checkpoint_of_the_callbacks_own_folder(tmp_path):
@@ -190,3 +198,24 @@ def test_a_cosine_schedule_keeps_its_horizon_on_resume():
         resume.check_settings(checkpoint, config("cosine", 4000), "latest.ckpt")
     constant = {"seqdni": {"config": config("constant", 1000)}}
     resume.check_settings(constant, config("constant", 4000), "latest.ckpt")  # a constant rate has no horizon
+    with pytest.raises(UserError, match=r"model.init_args.lr_schedule is 'constant' in the checkpoint but 'cosine'"):
+        resume.check_settings(constant, config("cosine", 4000), "latest.ckpt")  # the conflict, not the horizon
+    unset = {"seqdni": {"config": config("cosine", -1)}}  # earlier versions trained this at a constant rate
+    with pytest.raises(UserError, match=r"cosine but no trainer.max_steps.*start a new run"):
+        resume.check_settings(unset, config("cosine", 1000), "latest.ckpt")
+
+
+def test_a_resume_on_data_of_another_vocabulary_is_refused(text_files, tmp_path, monkeypatch, capsys):
+    """Data files may move on resume, but the characters index the embedding and the output layer."""
+    monkeypatch.chdir(tmp_path)
+    args = ["--config", "configs/smoke.yaml", *data_args(text_files, tmp_path), "--trainer.enable_progress_bar=false"]
+    main([*args, "--trainer.max_steps=4"])
+    latest = tmp_path / "runs/smoke/smoke/version_0/checkpoints/latest.ckpt"
+    other = tmp_path / "other.txt"
+    other.write_text(Path(text_files["train"]).read_text() + "~^\n")
+    err = failure(capsys, [*args, "--trainer.max_steps=8", f"--data.train_files=[{other}]", f"--ckpt_path={latest}"])
+    assert "was trained on a vocabulary of" in err and "it adds ['^', '~']" in err and "give the data files" in err
+    assert str(other) not in (latest.parent.parent / "config.yaml").read_text()  # refused before it is rewritten
+    moved = tmp_path / "moved.txt"
+    moved.write_text(Path(text_files["train"]).read_text())
+    main([*args, "--trainer.max_steps=8", f"--data.train_files=[{moved}]", f"--ckpt_path={latest}"])  # same text

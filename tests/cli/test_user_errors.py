@@ -38,6 +38,7 @@ def one_paragraph(capsys, main, args: list[str], *needles: str) -> str:
     ("--model.dropout=1.5", ["model.dropout is the probability of zeroing a unit, in [0, 1); got 1.5"]),
     ("--model.lr=-1", ["model.lr must be 0 or more, got -1.0"]),
     ("--model.warmup_steps=-5", ["model.warmup_steps must be 0 or more, got -5"]),
+    ("--trainer.max_time=abc", ["trainer.max_time is days:hours:minutes:seconds, DD:HH:MM:SS", "got 'abc'"]),
 ])
 def test_a_bad_setting_is_one_paragraph_not_a_traceback(capsys, text_files, tmp_path, override, needles):
     one_paragraph(capsys, train_cli.main, ["--config", SMOKE, *data_args(text_files, tmp_path), override], *needles)
@@ -89,10 +90,21 @@ def test_a_bad_value_in_a_config_file_is_named_by_its_key(capsys, text_files, tm
                   "model.init_range must be a number or null, got 'abc'")
 
 
-def test_a_key_before_the_config_that_chooses_its_class_is_said_so(capsys, text_files, tmp_path):
-    one_paragraph(capsys, train_cli.main, ["--model.dni.scale=0.2", "--config", SMOKE, *data_args(text_files, tmp_path)],
+def test_a_key_with_no_config_to_choose_its_class_is_said_so(capsys, text_files, tmp_path):
+    one_paragraph(capsys, train_cli.main, ["--model.dni.scale=0.2", *data_args(text_files, tmp_path)],
                   "--model.dni.scale=0.2 is not an argument of lightning.LightningModule",
                   "give --config or its class_path before its keys")
+
+
+def test_settings_given_before_or_after_the_config_win_over_it(capsys, text_files, tmp_path):
+    """A config read after a setting would replace it (a run's config.yaml holds `ckpt_path: null`)."""
+    for args in (["--model.hidden_size=7", "--config", SMOKE], ["--config", SMOKE, "--model.hidden_size=7"],
+                 ["--ckpt_path=x.ckpt", "--model.hidden_size=7", "-c", SMOKE]):
+        with pytest.raises(SystemExit):
+            train_cli.main([*args, *data_args(text_files, tmp_path), "--print_config"])
+        printed = capsys.readouterr().out
+        assert "hidden_size: 7" in printed, args
+        assert ("ckpt_path: x.ckpt" in printed) == ("--ckpt_path=x.ckpt" in args)
 
 
 def test_a_missing_config_lists_the_shipped_ones_of_its_family(capsys, tmp_path, monkeypatch):
