@@ -32,7 +32,7 @@ from seqdni.cli import folders, resume
 from seqdni.cli.parser import SHIPPED, Parser
 from seqdni.errors import UserError, debugging, reported
 from seqdni.training import checkpointing
-from seqdni.training.module import check_vocabulary
+from seqdni.training.checks import check_vocabulary
 
 SUBCOMMANDS = ("fit", "validate", "test", "predict")
 PROG = "python -m seqdni.train"

@@ -20,7 +20,8 @@ from seqdni.engines import LayerEngine, LayerOptions
 from seqdni.errors import UserError
 from seqdni.nets import BlockMLP
 from seqdni.training import checkpointing
-from seqdni.training.module import check_values, log_eval_sums, stop_if_stopped_early, stop_on_non_finite
+from seqdni.training.checks import check_values
+from seqdni.training.module import log_eval_sums, stop_if_stopped_early, stop_on_non_finite
 from seqdni.training.optim import LightningSteps, adam, wrappers_add_nothing
 
 

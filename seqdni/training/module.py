@@ -23,6 +23,7 @@ from seqdni.data import CharVocab, Task
 from seqdni.engines import Carry, Engine
 from seqdni.errors import SeqDNIError, UserError
 from seqdni.training import checkpointing
+from seqdni.training.checks import check_vocabulary
 from seqdni.training.optim import LightningSteps, adam, schedule, wrappers_add_nothing
 from seqdni.training.probe import Probe
 
@@ -36,19 +37,6 @@ def stop_if_stopped_early(trainer: L.Trainer) -> None:
             trainer.should_stop = True
             rank_zero_info(f"Early stopping had already ended this run ({cb.stopping_reason_message or cb.monitor}); "
                            "it trains no further.")
-
-
-def check_values(positive: dict[str, float], non_negative: dict[str, float], dropout: float = 0.0) -> None:
-    """A system's `model.*` numbers, each error naming its key: sizes and counts above 0, rates, decay,
-    clip and warm-up at 0 or more, dropout a probability below 1."""
-    for key, value in positive.items():
-        if not value > 0:
-            raise UserError(f"model.{key} must be positive, got {value}")
-    for key, value in non_negative.items():
-        if not value >= 0:
-            raise UserError(f"model.{key} must be 0 or more, got {value}")
-    if not 0 <= dropout < 1:
-        raise UserError(f"model.dropout is the probability of zeroing a unit, in [0, 1); got {dropout}")
 
 
 class NonFiniteLossError(SeqDNIError, FloatingPointError):
@@ -77,20 +65,6 @@ def log_eval_sums(module: L.LightningModule, sums: dict[str, torch.Tensor], stag
         # identical on every rank already (summed above): sync_dist only averages equal values
         module.log(f"{stage}/{name}", value.float(), prog_bar=i == 0, sync_dist=True)
     module.log("step", float(evaluated_step(module)))  # the x axis: optimiser steps, as in training
-
-
-def check_vocabulary(saved: list[str], given: list[str], path: str | None) -> None:
-    """The data's characters must be the checkpoint's, in its order: the embedding and the output layer
-    are indexed by them (other data files may be given on resume, not another vocabulary)."""
-    if saved == given or not saved:
-        return
-    new, gone = sorted(set(given) - set(saved)), sorted(set(saved) - set(given))
-    what = (f"it adds {new!r}" if new else "") + ("; " if new and gone else "") + (f"it lacks {gone!r}" if gone else "")
-    raise UserError(
-        f"the checkpoint {path or ''} was trained on a vocabulary of {len(saved)} characters, and the data given "
-        f"has {len(given)}: {what or 'the same characters in another order'}. A checkpoint's embedding and output "
-        "layer are indexed by its own characters: give the data files (data.data_dir, data.*_files) it was "
-        "trained on.")
 
 
 def evaluated_step(module: L.LightningModule) -> int:

@@ -17,7 +17,8 @@ from seqdni.engines.hier import Message
 from seqdni.engines.twotimescale import Regime
 from seqdni.errors import UserError
 from seqdni.nets import HierLSTM, TwoNets, build_network
-from seqdni.training.module import SeqModule, check_values
+from seqdni.training.checks import check_values
+from seqdni.training.module import SeqModule
 from seqdni.training.probe import Probe
 
 # What checkpoints of earlier versions stored for options a system did not use.
