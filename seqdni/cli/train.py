@@ -32,7 +32,7 @@ from seqdni.cli import folders, resume
 from seqdni.cli.parser import SHIPPED, Parser
 from seqdni.errors import UserError, debugging, reported
 from seqdni.training import checkpointing
-from seqdni.training.checks import check_vocabulary
+from seqdni.training.checks import check_vocabulary, saved_symbols
 
 SUBCOMMANDS = ("fit", "validate", "test", "predict")
 PROG = "python -m seqdni.train"
@@ -88,8 +88,7 @@ class SeqDNICLI(LightningCLI):
                             "writes (Lightning would train from scratch): a run's resume point is <run folder>/"
                             "checkpoints/latest.ckpt; give that file's path")
         if self.resumed:  # before the run's config.yaml is rewritten with these settings
-            saved = (self.resumed["hyper_parameters"].get("task") or {}).get("symbols") or []
-            check_vocabulary(list(saved), list(self.model.task.symbols), given)
+            check_vocabulary(saved_symbols(self.resumed), list(self.model.task.symbols), given)
         timer = next(c for c in t.callbacks if isinstance(c, Timer))
         left = resume.budgets(self.resumed, t.max_steps, t.max_epochs, timer._duration)
         folders.check_writable(t.log_dir or t.default_root_dir)

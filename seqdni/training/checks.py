@@ -30,3 +30,8 @@ def check_vocabulary(saved: list[str], given: list[str], path: str | None) -> No
         f"has {len(given)}: {what or 'the same characters in another order'}. A checkpoint's embedding and output "
         "layer are indexed by its own characters: give the data files (data.data_dir, data.*_files) it was "
         "trained on.")
+
+
+def saved_symbols(checkpoint: dict) -> list[str]:
+    """A checkpoint's vocabulary (none for a task of vectors)."""
+    return list((checkpoint["hyper_parameters"].get("task") or {}).get("symbols") or [])

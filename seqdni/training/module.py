@@ -23,7 +23,7 @@ from seqdni.data import CharVocab, Task
 from seqdni.engines import Carry, Engine
 from seqdni.errors import SeqDNIError, UserError
 from seqdni.training import checkpointing
-from seqdni.training.checks import check_vocabulary
+from seqdni.training.checks import check_vocabulary, saved_symbols
 from seqdni.training.optim import LightningSteps, adam, schedule, wrappers_add_nothing
 from seqdni.training.probe import Probe
 
@@ -259,8 +259,8 @@ class SeqModule(L.LightningModule):
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         self.loaded_step = checkpoint.get("global_step")
-        check_vocabulary(list((checkpoint["hyper_parameters"].get("task") or {}).get("symbols") or []),
-                         list(self.task.symbols), self._trainer.ckpt_path if self._trainer is not None else None)
+        loaded = self._trainer.ckpt_path if self._trainer is not None else None
+        check_vocabulary(saved_symbols(checkpoint), list(self.task.symbols), loaded)
         saved = checkpointing.upgrade(checkpoint)["seqdni"].get("carry")
         if self._trainer is not None:
             checkpointing.follow_run_folder(checkpoint, self.trainer.checkpoint_callbacks, self.trainer.ckpt_path)
