@@ -27,7 +27,8 @@ def scalars(run_dir: Path) -> dict[str, list[tuple[int, float]]]:
 
     ea = EventAccumulator(str(run_dir), size_guidance={"scalars": 0})
     ea.Reload()
-    return {tag: [(e.step, e.value) for e in ea.Scalars(tag)] for tag in ea.Tags()["scalars"]}
+    return {tag: [(e.step, e.value) for e in sorted(ea.Scalars(tag), key=lambda e: e.wall_time)]  # as logged
+            for tag in ea.Tags()["scalars"]}
 
 
 def summary(series: list[tuple[int, float]]) -> dict[str, float]:

@@ -59,14 +59,16 @@ def machine() -> dict:
 
 
 def scalars(run_dir: Path) -> dict[str, list[tuple[int, float, float]]]:
-    """tag -> [(step, wall_time, value)] from every TensorBoard event file of a run (a resumed run's
-    writer starts with `purge_step`, so what the interrupted process logged after its checkpoint is
-    dropped)."""
+    """tag -> [(step, wall_time, value)] from every TensorBoard event file of a run, in the order logged
+    (a resumed run's writer starts with `purge_step`, so what the interrupted process logged after its
+    checkpoint is dropped). The files are read in name order, which is not the order written when two
+    writers of one process start within a second, hence the sort by wall time."""
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     ea = EventAccumulator(str(run_dir), size_guidance={"scalars": 0})
     ea.Reload()
-    return {tag: [(e.step, e.wall_time, e.value) for e in ea.Scalars(tag)] for tag in ea.Tags()["scalars"]}
+    return {tag: sorted(((e.step, e.wall_time, e.value) for e in ea.Scalars(tag)), key=lambda e: e[1])
+            for tag in ea.Tags()["scalars"]}
 
 
 def run_dir(runs: Path, name: str, seed: int) -> Path:

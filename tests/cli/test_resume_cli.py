@@ -20,9 +20,11 @@ from seqdni.training import checkpointing
 
 
 def steps(run, key: str) -> list[int]:
+    """The steps of `key` in the order logged: the event files are read in name order, and two writers
+    of one process started within a second are named out of order (…pid.9 after …pid.10)."""
     ea = EventAccumulator(str(run))
     ea.Reload()
-    return [e.step for e in ea.Scalars(key)]
+    return [e.step for e in sorted(ea.Scalars(key), key=lambda e: e.wall_time)]
 
 
 def failure(capsys, args: list[str]) -> str:
@@ -63,7 +65,8 @@ def test_resume_from_another_directory(text_files, tmp_path, monkeypatch, capsys
     assert steps(run, "val/bpc") == [12]
     ea = EventAccumulator(str(run))
     ea.Reload()
-    assert [e.step for e in ea.Tensors("sample/text_summary")] == [8, 16]  # text samples on the same axis
+    samples = sorted(ea.Tensors("sample/text_summary"), key=lambda e: e.wall_time)
+    assert [e.step for e in samples] == [8, 16]  # text samples on the same axis
 
 
 def test_resumed_from_another_working_directory_the_run_keeps_its_best_and_is_tested_there(

@@ -242,3 +242,18 @@ def test_a_config_found_nowhere_stops_the_grid_before_any_folder_is_made(monkeyp
     assert list(tmp_path.iterdir()) == []  # no grid/, no grid/runs
     assert str(stop.value) == ("no config configs/ptb-nope/bptt8.yaml, configs/ptb-nope/dni8.yaml (nor among the "
                                "shipped configs): --configs must hold bptt8, dni8.yaml")
+
+
+def test_scalars_are_in_the_order_logged_whatever_the_event_files_names(tmp_path):
+    """TensorBoard reads a run's event files in name order; two writers of one process started within a
+    second are named out of order (…pid.9 after …pid.10). The run's last test score is the last logged."""
+    from torch.utils.tensorboard import SummaryWriter
+
+    run = tmp_path / "run"
+    run.mkdir()
+    for step, value, name in ((12, 1.5, "9"), (20, 1.25, "10")):  # the test after fit, then a later `test`
+        with SummaryWriter(str(tmp_path / name)) as writer:
+            writer.add_scalar("test/bpc", value, step)
+        (file,) = (tmp_path / name).glob("events.out.tfevents.*")
+        file.rename(run / f"events.out.tfevents.1796000000.host.1.{name}")  # the later one sorts first
+    assert [(step, value) for step, _, value in ptb_table.scalars(run)["test/bpc"]] == [(12, 1.5), (20, 1.25)]
