@@ -17,22 +17,14 @@ import statistics
 from pathlib import Path
 
 from copy_table import config_name  # the run folders are named after the configs (scripts/ is on the path)
+from ptb_table import scalars  # tag -> [(step, wall_time, value)], in the order logged
 
 METRICS = ("state/c_norm", "state/h_norm", "sg/pred_norm", "sg/target_norm", "sg/cosine", "sg/probe_cosine",
            "sg/probe_cosine_undiscounted", "val/bits_error")
 
 
-def scalars(run_dir: Path) -> dict[str, list[tuple[int, float]]]:
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-
-    ea = EventAccumulator(str(run_dir), size_guidance={"scalars": 0})
-    ea.Reload()
-    return {tag: [(e.step, e.value) for e in sorted(ea.Scalars(tag), key=lambda e: e.wall_time)]  # as logged
-            for tag in ea.Tags()["scalars"]}
-
-
-def summary(series: list[tuple[int, float]]) -> dict[str, float]:
-    values = [v for _, v in series]
+def summary(series: list[tuple[int, float, float]]) -> dict[str, float]:
+    values = [v for _, _, v in series]
     tail = values[len(values) * 3 // 4 :] or values
     return {"first": values[0], "last": values[-1], "max": max(values), "tail_mean": statistics.mean(tail)}
 
