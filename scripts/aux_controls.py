@@ -72,14 +72,19 @@ def table(runs: list[dict], check: list[dict], chars: float) -> str:
     n_val = max(len([p for p in r["val_curve"] if p["chars"] <= chars]) for r in runs)
     lines = [f"Best validation BPC within {chars:,.0f} training characters ({n_val} validations); "
              "per seed, (b) = cut from a run of the budget grid, (r) = read from the converged records.", "",
-             "| config | per seed | mean | spread |", "| --- | --- | ---: | ---: |"]
+             "| config | per seed | mean | spread | test BPC at the best validation, budget runs only: mean (runs) "
+             "| training CPU s per million characters, budget runs |", "| --- | --- | ---: | ---: | ---: | ---: |"]
     for name in NAMES:
         vals = at(runs, name, chars)
         where = {r["seed"]: r["from"][0] for r in runs if r["name"] == name}
         cells = " / ".join(f"s{s} {v:.4f} ({where[s]})" for s, v in sorted(vals.items()))
         mean = statistics.mean(vals.values()) if vals else None
+        tests = [r["test_bpc"] for r in runs if r["name"] == name and r["from"] == "budget" and r.get("test_bpc")]
+        test = f"{statistics.mean(tests):.4f} ({len(tests)})" if tests else "–"
+        timed = [r for r in runs if r["name"] == name and r["from"] == "budget" and r.get("train_cpu_seconds")]
+        rate = sum(r["train_cpu_seconds"] for r in timed) / sum(r["chars_seen"] for r in timed) * 1e6 if timed else None
         lines.append(f"| {LABELS[name]} | {cells or '–'} | {fmt(mean, '.4f')} | "
-                     f"{fmt(spread(list(vals.values())), '.4f')} |")
+                     f"{fmt(spread(list(vals.values())), '.4f')} | {test} | {fmt(rate, ',.0f')} |")
     lines += ["", "Each step adds one thing (a's mean minus b's; seed by seed where both ran the seed):", ""]
     for a, b, what in STEPS:
         va, vb = at(runs, a, chars), at(runs, b, chars)

@@ -10,6 +10,7 @@ from helpers import ROOT, run_python
 
 def _run(name, seed, points):
     return {"name": name, "seed": seed, "config": f"configs/ptb-cpu/{name}.yaml", "test_bpc": 1.0,
+            "train_cpu_seconds": 30.0 * seed + 30.0, "chars_seen": 300,
             "val_curve": [{"chars": c, "bpc": b} for c, b in points]}
 
 
@@ -43,11 +44,14 @@ def test_the_converged_records_fill_missing_seeds_cut_at_the_budget_and_agreemen
     assert check[("bptt8", 0)]["max_abs_diff"] == 0 and check[("bptt8", 0)]["validations"] == 3
     assert abs(check[("bptt8", 1)]["max_abs_diff"] - 0.01) < 1e-9
     table = (out / "table.md").read_text()
-    assert "| DNI + Aux 8 | s0 1.6000 (r) / s1 1.6500 (b) | 1.6250 | 0.0500 |" in table
+    # the test BPC only where a budget run measured it (the records' is at convergence, not at the budget)
+    assert "| DNI + Aux 8 | s0 1.6000 (r) / s1 1.6500 (b) | 1.6250 | 0.0500 | 1.0000 (1) | 200,000 |" in table
     # injection: aux (1.60, 1.65) against no injection (1.70, 1.75), -0.1 in each seed
     assert ("injecting M's synthetic gradient: DNI + Aux 8 − Aux loss, M learned, no injection = -0.1000, "
             "larger than the seed spread") in table
     assert "seed by seed -0.1000 / -0.1000, the same sign in every seed" in table
+    # CPU per million characters pooled over the budget runs: bptt8 s0 30 s and s1 60 s over 600 characters
+    assert "| BPTT-8 | s0 1.8000 (b) / s1 1.8500 (b) | 1.8250 | 0.0500 | 1.0000 (2) | 150,000 |" in table
 
 
 def test_a_results_file_without_a_budget_is_refused_with_what_to_run(tmp_path):
