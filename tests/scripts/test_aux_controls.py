@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 
-from helpers import ROOT, run_python
+from helpers import ROOT, load_script, run_python
 
 
 def _run(name, seed, points):
@@ -60,3 +60,21 @@ def test_a_results_file_without_a_budget_is_refused_with_what_to_run(tmp_path):
     assert p.returncode != 0
     assert "not a budget grid" in p.stderr and "--budget-chars" in p.stderr
     assert "Traceback" not in p.stderr
+
+
+def test_the_committed_decomposition_is_twelve_budget_runs_and_its_table_is_theirs(monkeypatch):
+    """docs/ptb-cpu/aux-controls/: every (config, seed) of the four configs × 3 seeds is a run of the
+    budget grid (none read from the converged records), each a shipped config cut at the budget, and
+    table.md is what the script writes from them."""
+    monkeypatch.syspath_prepend(str(ROOT / "scripts"))
+    aux_controls = load_script("aux_controls")
+    base = ROOT / "docs/ptb-cpu/aux-controls"
+    res = json.loads((base / "results.json").read_text())
+    runs, chars = res["runs"], res["budget_chars"]
+    assert sorted((r["name"], r["seed"]) for r in runs) == sorted(
+        (n, s) for n in aux_controls.NAMES for s in range(3))
+    for r in runs:
+        assert r["from"] == "budget" and r["chars_seen"] == chars and r["val_curve"][-1]["chars"] == chars
+        assert (ROOT / r["config"]).is_file() and r["config"] == f"configs/ptb-cpu/{r['name']}.yaml"
+        assert r["test_bpc"] is not None
+    assert (base / "table.md").read_text() == aux_controls.table(runs, res["check"], chars)
