@@ -18,8 +18,10 @@ from seqdni.errors import UserError
 
 class LatestCheckpoint(Checkpoint):
     """Keeps `latest.ckpt` fresh: every `every_n_batches` training batches, after each
-    validation, and at the last batch when training is about to stop (max_steps, max_time
-    or a stop request; checkpoint callbacks run after the others, so they see the stop).
+    validation, and at the last batch when training is about to stop (max_steps, max_time,
+    a stop request, or a SIGTERM, which Lightning turns into a stop after this batch; checkpoint
+    callbacks run after the others, so they see the stop). A run stopped by SIGTERM between
+    batches resumes from the batch it stopped at.
     Saving at a batch end, not in `on_train_end`, keeps the cut mid-epoch for Lightning too,
     so a resume continues the epoch with the carried state. Under a seqdni module it is written to
     `latest.ckpt.tmp` beside it and renamed (`checkpointing.StagedCheckpointIO`, which `SeqModule`
@@ -64,7 +66,7 @@ class LatestCheckpoint(Checkpoint):
         self.last_path = str(path)
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        stopping = trainer.should_stop or 0 < trainer.max_steps <= trainer.global_step
+        stopping = trainer.should_stop or trainer.received_sigterm or 0 < trainer.max_steps <= trainer.global_step
         if stopping or (batch_idx + 1) % self.every_n_batches == 0:
             self.save(trainer)
 

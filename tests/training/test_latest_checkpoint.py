@@ -62,3 +62,32 @@ def test_a_failed_save_keeps_the_last_checkpoint_and_says_where_it_is(tmp_path, 
     with pytest.raises(UserError, match=r"No space left on device.*the last complete one is .*latest.ckpt"):
         LatestCheckpoint(dirpath=str(ckpt_dir)).save(t)
     assert (ckpt_dir / "latest.ckpt").read_bytes() == good and not (ckpt_dir / "latest.ckpt.tmp").exists()
+
+
+def test_a_sigterm_saves_the_batch_it_stops_at(tmp_path, tiny_data):
+    """Lightning ends training on SIGTERM after the batch in flight; the resume point is that batch,
+    not the last scheduled save (here there is none: every 1000 batches)."""
+    import os
+    import signal
+
+    import lightning as L
+    import pytest
+
+    class Terminate(L.Callback):  # the scheduler's SIGTERM, arriving during the third batch
+        step = None
+
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+            if batch_idx == 2:
+                os.kill(os.getpid(), signal.SIGTERM)
+                Terminate.step = trainer.global_step
+
+    before = signal.getsignal(signal.SIGTERM)
+    dm = tiny_data()
+    ckpt_dir = tmp_path / "c"
+    t = trainer(tmp_path, max_steps=200, callbacks=[LatestCheckpoint(every_n_batches=1000, dirpath=str(ckpt_dir)),
+                                                    Terminate()])
+    with pytest.raises(SystemExit):  # Lightning's SIGTERMException
+        t.fit(seq_model(dm), datamodule=dm)
+    assert Terminate.step > 0 and t.global_step == Terminate.step  # training stopped at that batch
+    assert torch.load(ckpt_dir / "latest.ckpt", weights_only=True)["global_step"] == Terminate.step
+    assert signal.getsignal(signal.SIGTERM) == before  # Lightning gave the handler back
