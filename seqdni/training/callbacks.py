@@ -66,7 +66,9 @@ class LatestCheckpoint(Checkpoint):
         self.last_path = str(path)
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        stopping = trainer.should_stop or trainer.received_sigterm or 0 < trainer.max_steps <= trainer.global_step
+        # A SIGTERM that reached any process stops all of them here: every rank takes part in the save.
+        sigterm = trainer.strategy.reduce_boolean_decision(trainer.received_sigterm, all=False)
+        stopping = trainer.should_stop or sigterm or 0 < trainer.max_steps <= trainer.global_step
         if stopping or (batch_idx + 1) % self.every_n_batches == 0:
             self.save(trainer)
 
