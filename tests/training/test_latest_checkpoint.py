@@ -74,22 +74,22 @@ def test_a_sigterm_saves_the_batch_it_stops_at(tmp_path, tiny_data):
     import pytest
 
     class Terminate(L.Callback):  # the scheduler's SIGTERM, arriving during the third batch
-        step = None
+        step = 0
 
         def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
             if batch_idx == 2:
                 handler = signal.getsignal(signal.SIGTERM)  # Lightning's: never let SIGTERM end pytest
                 assert callable(handler) and handler is not before, "Lightning installed no SIGTERM handler"
                 os.kill(os.getpid(), signal.SIGTERM)
-                Terminate.step = trainer.global_step
+                self.step = trainer.global_step
 
     before = signal.getsignal(signal.SIGTERM)
     dm = tiny_data()
     ckpt_dir = tmp_path / "c"
-    t = trainer(tmp_path, max_steps=200, callbacks=[LatestCheckpoint(every_n_batches=1000, dirpath=str(ckpt_dir)),
-                                                    Terminate()])
+    term = Terminate()
+    t = trainer(tmp_path, max_steps=200, callbacks=[LatestCheckpoint(every_n_batches=1000, dirpath=str(ckpt_dir)), term])
     with pytest.raises(SystemExit):  # Lightning's SIGTERMException
         t.fit(seq_model(dm), datamodule=dm)
-    assert Terminate.step > 0 and t.global_step == Terminate.step  # training stopped at that batch
-    assert torch.load(ckpt_dir / "latest.ckpt", weights_only=True)["global_step"] == Terminate.step
+    assert term.step > 0 and t.global_step == term.step  # training stopped at that batch
+    assert torch.load(ckpt_dir / "latest.ckpt", weights_only=True)["global_step"] == term.step
     assert signal.getsignal(signal.SIGTERM) == before  # Lightning gave the handler back
