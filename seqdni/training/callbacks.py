@@ -32,7 +32,8 @@ class LatestCheckpoint(Checkpoint):
     can leave it behind the real state; this callback is the resume point instead.
 
     Args:
-        every_n_batches: Training batches between saves.
+        every_n_batches: Training batches between saves, counted across epochs (with 653 batches an
+            epoch and 200, the saves fall at batches 200, 400, 600, 800, ... of the run).
         dirpath: Directory; default `<log_dir>/checkpoints`.
         filename: File name of the checkpoint.
     """
@@ -69,7 +70,8 @@ class LatestCheckpoint(Checkpoint):
         # A SIGTERM that reached any process stops all of them here: every rank takes part in the save.
         sigterm = trainer.strategy.reduce_boolean_decision(trainer.received_sigterm, all=False)
         stopping = trainer.should_stop or sigterm or 0 < trainer.max_steps <= trainer.global_step
-        if stopping or (batch_idx + 1) % self.every_n_batches == 0:
+        batches = trainer.fit_loop.epoch_loop.total_batch_idx + 1  # of the run, not of this epoch
+        if stopping or batches % self.every_n_batches == 0:
             self.save(trainer)
 
     def on_validation_end(self, trainer, pl_module) -> None:

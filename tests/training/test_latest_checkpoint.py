@@ -93,3 +93,21 @@ def test_a_sigterm_saves_the_batch_it_stops_at(tmp_path, tiny_data):
     assert term.step > 0 and t.global_step == term.step  # training stopped at that batch
     assert torch.load(ckpt_dir / "latest.ckpt", weights_only=True)["global_step"] == term.step
     assert signal.getsignal(signal.SIGTERM) == before  # Lightning gave the handler back
+
+
+def test_saves_fall_every_n_batches_of_the_run_across_epoch_ends(tmp_path, tiny_data):
+    """Counted within each epoch, saves every 3 batches drift at each epoch end (with 7 batches an epoch:
+    3, 6, then 10, 13, four apart). Counted over the run, they stay 3 apart."""
+    class Saves(LatestCheckpoint):
+        def save(self, trainer):
+            self.batches.append(trainer.fit_loop.epoch_loop.total_batch_idx + 1)
+
+    dm = tiny_data()
+    saves = Saves(every_n_batches=3, dirpath=str(tmp_path / "c"))
+    saves.batches = []
+    t = trainer(tmp_path, max_epochs=3, callbacks=[saves])
+    t.fit(seq_model(dm), datamodule=dm)
+    per_epoch = t.num_training_batches
+    assert per_epoch % 3 != 0, f"the test needs epochs that 3 does not divide, got {per_epoch} batches"
+    total = 3 * per_epoch
+    assert saves.batches == [*range(3, total + 1, 3), *([total] if total % 3 else [])]
