@@ -98,7 +98,9 @@ def test_a_sigterm_saves_the_batch_it_stops_at(tmp_path, tiny_data):
 def test_saves_fall_every_n_batches_of_the_run_across_epoch_ends(tmp_path, tiny_data):
     """Counted within each epoch, saves every 3 batches drift at each epoch end (with 7 batches an epoch:
     3, 6, then 10, 13, four apart). Counted over the run, they stay 3 apart."""
-    class Saves(LatestCheckpoint):
+    class Saves(LatestCheckpoint):  # records the batch of the run at each save instead of writing
+        batches: list[int]
+
         def save(self, trainer):
             self.batches.append(trainer.fit_loop.epoch_loop.total_batch_idx + 1)
 
