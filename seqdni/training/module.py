@@ -46,9 +46,8 @@ class NonFiniteLossError(SeqDNIError, FloatingPointError):
 
 def stop_on_non_finite(module: L.LightningModule, batch_idx: int) -> None:
     """Stop training on a non-finite loss, naming the last checkpoint written before it."""
-    kept = [getattr(cb, "last_path", None) or getattr(cb, "best_model_path", None)
-            for cb in module.trainer.checkpoint_callbacks]
-    kept = [k for k in kept if k]
+    callbacks = module.trainer.checkpoint_callbacks  # the newest (`LatestCheckpoint`) before the best
+    kept = [path for key in ("last_path", "best_model_path") for cb in callbacks if (path := getattr(cb, key, None))]
     where = f"; last good checkpoint: {kept[0]}" if kept else "; no checkpoint had been written yet"
     raise NonFiniteLossError(
         f"non-finite training loss in the batch ending at optimiser step {module.global_step} "

@@ -131,10 +131,16 @@ class Poison(L.Callback):
 
 
 def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, tiny_data):
+    """The message names the newest checkpoint, also where a best-checkpoint callback is listed first
+    (as in the PTB configs) and holds an older one."""
+    from lightning.pytorch.callbacks import ModelCheckpoint
+
     dm = tiny_data()
     latest = LatestCheckpoint(every_n_batches=2, dirpath=str(tmp_path / "ckpt"))
+    best = ModelCheckpoint(dirpath=str(tmp_path / "best"), every_n_train_steps=2)
     with pytest.raises(NonFiniteLossError, match=r"non-finite training loss .* optimiser step 12 .*latest\.ckpt"):
-        trainer(tmp_path, max_steps=100, callbacks=[latest, Poison(at_batch=5)]).fit(seq_model(dm), dm)
+        trainer(tmp_path, max_steps=100, callbacks=[best, latest, Poison(at_batch=5)]).fit(seq_model(dm), dm)
+    assert best.best_model_path  # it had written one: the message chose the newer
     good = load_checkpoint(latest.last_path)
     assert all(torch.isfinite(p).all() for p in good.parameters())
     assert torch.load(latest.last_path, weights_only=True)["global_step"] == 8
