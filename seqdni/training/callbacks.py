@@ -18,8 +18,8 @@ from seqdni.errors import UserError
 
 class LatestCheckpoint(Checkpoint):
     """Keeps `latest.ckpt` fresh: every `every_n_batches` training batches, after each
-    validation, and at the last batch when training is about to stop (max_steps, max_time,
-    a stop request, or a SIGTERM, which Lightning turns into a stop after this batch; checkpoint
+    validation, at the end of each epoch, and at the last batch when training is about to stop
+    (max_steps, max_time, a stop request, or a SIGTERM, which Lightning turns into a stop after this batch; checkpoint
     callbacks run after the others, so they see the stop). A run stopped by SIGTERM between
     batches resumes from the batch it stopped at.
     Saving at a batch end, not in `on_train_end`, keeps the cut mid-epoch for Lightning too,
@@ -69,10 +69,16 @@ class LatestCheckpoint(Checkpoint):
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         # A SIGTERM that reached any process stops all of them here: every rank takes part in the save.
         sigterm = trainer.strategy.reduce_boolean_decision(trainer.received_sigterm, all=False)
-        stopping = trainer.should_stop or sigterm or 0 < trainer.max_steps <= trainer.global_step
+        # a stop request waits while min_steps / min_epochs are unmet (Lightning keeps the flag set meanwhile)
+        requested = trainer.should_stop and trainer.fit_loop._can_stop_early
+        stopping = requested or sigterm or 0 < trainer.max_steps <= trainer.global_step
         batches = trainer.fit_loop.epoch_loop.total_batch_idx + 1  # of the run, not of this epoch
         if stopping or batches % self.every_n_batches == 0:
             self.save(trainer)
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        # the end of an epoch can end the fit (max_epochs, or a stop request that waited for the epoch)
+        self.save(trainer)
 
     def on_validation_end(self, trainer, pl_module) -> None:
         if not trainer.sanity_checking and trainer.state.fn == "fit":

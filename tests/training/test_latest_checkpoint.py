@@ -97,7 +97,7 @@ def test_a_sigterm_saves_the_batch_it_stops_at(tmp_path, tiny_data):
 
 def test_saves_fall_every_n_batches_of_the_run_across_epoch_ends(tmp_path, tiny_data):
     """Counted within each epoch, saves every 3 batches drift at each epoch end (with 7 batches an epoch:
-    3, 6, then 10, 13, four apart). Counted over the run, they stay 3 apart."""
+    3, 6, then 10, 13, four apart). Counted over the run, they stay 3 apart; each epoch's end saves too."""
     class Saves(LatestCheckpoint):  # records the batch of the run at each save instead of writing
         batches: list[int]
 
@@ -111,5 +111,29 @@ def test_saves_fall_every_n_batches_of_the_run_across_epoch_ends(tmp_path, tiny_
     t.fit(seq_model(dm), datamodule=dm)
     per_epoch = t.num_training_batches
     assert per_epoch % 3 != 0, f"the test needs epochs that 3 does not divide, got {per_epoch} batches"
-    total = 3 * per_epoch
-    assert saves.batches == [*range(3, total + 1, 3), *([total] if total % 3 else [])]
+    scheduled = [b for b in range(1, 3 * per_epoch + 1) for _ in range((b % 3 == 0) + (b % per_epoch == 0))]
+    assert saves.batches == scheduled  # every 3rd batch of the run, and each epoch's last
+
+
+def test_a_stop_request_that_waits_for_min_steps_saves_once_when_it_stops(tmp_path, tiny_data):
+    """Lightning keeps `should_stop` set while `min_steps` (or the first epoch, which it also waits for)
+    is unmet and trains on; the stop is the batch where both are met, and that is the one save (the
+    schedule, every 1000 batches, adds none)."""
+    import lightning as L
+
+    class StopAtOnce(L.Callback):  # early stopping's request, at the first batch
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+            trainer.should_stop = True
+
+    class Saves(LatestCheckpoint):  # records the optimiser step at each save instead of writing
+        steps: list[int]
+
+        def save(self, trainer):
+            self.steps.append(trainer.global_step)
+
+    dm = tiny_data()
+    saves = Saves(every_n_batches=1000, dirpath=str(tmp_path / "c"))
+    saves.steps = []
+    t = trainer(tmp_path, min_steps=20, callbacks=[StopAtOnce(), saves])
+    t.fit(seq_model(dm), datamodule=dm)
+    assert t.global_step >= 20 and saves.steps == [t.global_step]
