@@ -19,8 +19,8 @@ from seqdni.errors import UserError
 class LatestCheckpoint(Checkpoint):
     """Keeps `latest.ckpt` fresh: every `every_n_batches` training batches, after each
     validation, at the end of each epoch, and at the last batch when training is about to stop
-    (max_steps, max_time, a stop request, or a SIGTERM, which Lightning turns into a stop after this batch; checkpoint
-    callbacks run after the others, so they see the stop). A run stopped by SIGTERM between
+    (max_steps, max_time, a stop request, or a SIGTERM, which Lightning turns into a stop after
+    this batch; checkpoint callbacks run after the others, so they see the stop). A run stopped by SIGTERM between
     batches resumes from the batch it stopped at.
     Saving at a batch end, not in `on_train_end`, keeps the cut mid-epoch for Lightning too,
     so a resume continues the epoch with the carried state. Under a seqdni module it is written to

@@ -95,18 +95,24 @@ def test_a_sigterm_saves_the_batch_it_stops_at(tmp_path, tiny_data):
     assert signal.getsignal(signal.SIGTERM) == before  # Lightning gave the handler back
 
 
+class SaveRecorder(LatestCheckpoint):
+    """Records, at each save, the batch of the run and the optimiser step, instead of writing."""
+
+    def __init__(self, **kw):
+        super().__init__(**kw)
+        self.batches: list[int] = []
+        self.steps: list[int] = []
+
+    def save(self, trainer):
+        self.batches.append(trainer.fit_loop.epoch_loop.total_batch_idx + 1)
+        self.steps.append(trainer.global_step)
+
+
 def test_saves_fall_every_n_batches_of_the_run_across_epoch_ends(tmp_path, tiny_data):
     """Counted within each epoch, saves every 3 batches drift at each epoch end (with 7 batches an epoch:
     3, 6, then 10, 13, four apart). Counted over the run, they stay 3 apart; each epoch's end saves too."""
-    class Saves(LatestCheckpoint):  # records the batch of the run at each save instead of writing
-        batches: list[int]
-
-        def save(self, trainer):
-            self.batches.append(trainer.fit_loop.epoch_loop.total_batch_idx + 1)
-
     dm = tiny_data()
-    saves = Saves(every_n_batches=3, dirpath=str(tmp_path / "c"))
-    saves.batches = []
+    saves = SaveRecorder(every_n_batches=3, dirpath=str(tmp_path / "c"))
     t = trainer(tmp_path, max_epochs=3, callbacks=[saves])
     t.fit(seq_model(dm), datamodule=dm)
     per_epoch = t.num_training_batches
@@ -125,15 +131,8 @@ def test_a_stop_request_that_waits_for_min_steps_saves_once_when_it_stops(tmp_pa
         def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
             trainer.should_stop = True
 
-    class Saves(LatestCheckpoint):  # records the optimiser step at each save instead of writing
-        steps: list[int]
-
-        def save(self, trainer):
-            self.steps.append(trainer.global_step)
-
     dm = tiny_data()
-    saves = Saves(every_n_batches=1000, dirpath=str(tmp_path / "c"))
-    saves.steps = []
+    saves = SaveRecorder(every_n_batches=1000, dirpath=str(tmp_path / "c"))
     t = trainer(tmp_path, min_steps=20, callbacks=[StopAtOnce(), saves])
     t.fit(seq_model(dm), datamodule=dm)
     assert t.global_step >= 20 and saves.steps == [t.global_step]
