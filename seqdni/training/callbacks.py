@@ -3,7 +3,10 @@ TensorBoard, the Copy curriculum."""
 
 from __future__ import annotations
 
+import functools
 import json
+import signal
+import threading
 import time
 from pathlib import Path
 
@@ -11,6 +14,7 @@ import lightning as L
 import torch
 from lightning.pytorch.callbacks import Checkpoint
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from seqdni.data.vocab import render
 from seqdni.errors import UserError
@@ -18,15 +22,22 @@ from seqdni.errors import UserError
 
 class LatestCheckpoint(Checkpoint):
     """Keeps `latest.ckpt` fresh: every `every_n_batches` training batches, after each
-    validation, at the end of each epoch, and at the last batch when training is about to stop
-    (max_steps, max_time, a stop request, or a SIGTERM, which Lightning turns into a stop after
-    this batch; checkpoint callbacks run after the others, so they see the stop). A run stopped by SIGTERM between
-    batches resumes from the batch it stopped at.
+    validation, at the end of each epoch, and where training stops (max_steps, max_time, a stop
+    request, a SIGTERM; checkpoint callbacks run after the others, so they see the stop).
     Saving at a batch end, not in `on_train_end`, keeps the cut mid-epoch for Lightning too,
     so a resume continues the epoch with the carried state. Under a seqdni module it is written to
     `latest.ckpt.tmp` beside it and renamed (`checkpointing.StagedCheckpointIO`, which `SeqModule`
     installs), so a crash mid-write never leaves a broken `latest.ckpt`, nor anything in the
     system temp folder.
+
+    At a batch a validation follows, the save waits for the validation's end: Lightning resumes
+    a checkpoint of that batch as if its validation had run, so a save before it would drop the
+    validation from a resumed run.
+
+    A SIGTERM (a scheduler's notice) stops training where the uninterrupted run would have saved
+    next: at the end of the training batch in progress, or, during a validation or at a batch one
+    follows, at the end of that validation (part of the run's record). The run resumes from there
+    as if it had not stopped. Under DDP, a signal that reached any rank stops all of them there.
 
     Lightning's `save_last=True` only refreshes last.ckpt when its own schedule saves, which
     can leave it behind the real state; this callback is the resume point instead.
@@ -44,6 +55,7 @@ class LatestCheckpoint(Checkpoint):
             raise UserError(f"every_n_batches must be positive, got {every_n_batches}")
         self.every_n_batches, self.dirpath, self.filename = every_n_batches, dirpath, filename
         self.last_path: str | None = None
+        self._sigterm = self._stop_after_validation = False
 
     def _path(self, trainer: L.Trainer) -> Path:
         d = Path(self.dirpath) if self.dirpath else Path(trainer.log_dir or trainer.default_root_dir) / "checkpoints"
@@ -66,29 +78,69 @@ class LatestCheckpoint(Checkpoint):
         trainer.strategy.barrier("latest_checkpoint")
         self.last_path = str(path)
 
+    def on_train_start(self, trainer, pl_module) -> None:
+        self._sigterm, self._stop_after_validation = False, False
+        if threading.current_thread() is threading.main_thread():  # where Python runs signal handlers
+            before = trainer._signal_connector._original_handlers.get(signal.SIGTERM)  # the fit puts it back
+            handler = functools.partial(self._note_sigterm, trainer.strategy.launcher, before)
+            signal.signal(signal.SIGTERM, handler)
+
+    def _note_sigterm(self, launcher, before, signum, frame) -> None:
+        """Replaces Lightning's SIGTERM handler, which also broadcasts from inside the handler: under
+        DDP that deadlocks when another rank waits in a collective. This one only takes note; the next
+        batch end or validation end acts on it, on every rank alike."""
+        if not self._sigterm and launcher is not None:
+            launcher.kill(signum)  # the ranks this process started hear it too, as under Lightning's handler
+        self._sigterm = True
+        if callable(before):  # a handler installed before the fit, which Lightning's would call too
+            before(signum, frame)
+
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        # A SIGTERM that reached any process stops all of them here: every rank takes part in the save.
-        sigterm = trainer.strategy.reduce_boolean_decision(trainer.received_sigterm, all=False)
+        # A SIGTERM that reached any process stops all of them at the same batch, each having saved.
+        sigterm = trainer.strategy.reduce_boolean_decision(self._sigterm or trainer.received_sigterm, all=False)
+        if _validates_after_this_batch(trainer):  # `on_validation_end` saves (and stops), once it has run
+            return
         # a stop request waits while min_steps / min_epochs are unmet (Lightning keeps the flag set meanwhile)
         requested = trainer.should_stop and trainer.fit_loop._can_stop_early
         stopping = requested or sigterm or 0 < trainer.max_steps <= trainer.global_step
         batches = trainer.fit_loop.epoch_loop.total_batch_idx + 1  # of the run, not of this epoch
         if stopping or batches % self.every_n_batches == 0:
             self.save(trainer)
+        if sigterm:
+            _stop_after_this_batch(trainer)
 
     def on_train_epoch_end(self, trainer, pl_module) -> None:
         # the end of an epoch can end the fit (max_epochs, or a stop request that waited for the epoch)
         self.save(trainer)
 
     def on_validation_end(self, trainer, pl_module) -> None:
-        if not trainer.sanity_checking and trainer.state.fn == "fit":
-            self.save(trainer)
+        if trainer.sanity_checking or trainer.state.fn != "fit":
+            return
+        self.save(trainer)
+        if trainer.strategy.reduce_boolean_decision(self._sigterm or trainer.received_sigterm, all=False):
+            _stop_after_this_batch(trainer)  # at an epoch's end Lightning stops on this itself
+            self._stop_after_validation = True
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        if self._stop_after_validation:  # the validation's end saved where the run stops
+            raise SIGTERMException
 
     def state_dict(self) -> dict:
         return {"last_path": self.last_path}
 
     def load_state_dict(self, state_dict: dict) -> None:
         self.last_path = state_dict.get("last_path")
+
+
+def _stop_after_this_batch(trainer: L.Trainer) -> None:
+    """Lightning's SIGTERM flag: training stops once the batch or validation in progress has ended."""
+    trainer._signal_connector.received_sigterm = True
+
+
+def _validates_after_this_batch(trainer: L.Trainer) -> bool:
+    """Whether Lightning runs a validation after the training batch that just ended (its own test)."""
+    loop = trainer.fit_loop.epoch_loop
+    return not loop._skip_next_val and loop._should_check_val_fx(trainer.fit_loop._data_fetcher)
 
 
 class TrainingClock(L.Callback):

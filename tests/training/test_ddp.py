@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import random
 import socket
 import sys
@@ -12,6 +13,7 @@ import torch
 from helpers import run_python
 
 WORKER = Path(__file__).resolve().parent / "ddp_worker.py"
+SIGTERM_WORKER = WORKER.with_name("ddp_sigterm_worker.py")
 
 
 def free_port() -> int:
@@ -20,11 +22,15 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def run(out: Path, mode: str, variant: str) -> None:
+def gloo_env() -> dict[str, str]:
     env = {"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(free_port())}
     if sys.platform.startswith("linux"):  # gloo over loopback: no dependence on the host name resolving
         env["GLOO_SOCKET_IFNAME"] = "lo"
-    res = run_python([str(WORKER), str(out), str(out), mode, variant], cwd=out, **env)
+    return env
+
+
+def run(out: Path, mode: str, variant: str) -> None:
+    res = run_python([str(WORKER), str(out), str(out), mode, variant], cwd=out, **gloo_env())
     assert res.returncode == 0, res.stderr[-3000:]
 
 
@@ -63,3 +69,22 @@ def test_two_gloo_ranks_stay_identical_see_disjoint_streams_and_match_one_proces
     for i, t in enumerate(saved):
         assert torch.equal(t[0], r0["carry"][i]) and torch.equal(t[1], r1["carry"][i])
         assert not torch.equal(t[0], t[1])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("rank", [0, 1])
+@pytest.mark.parametrize("when", ["train", "validation"])
+def test_a_sigterm_to_one_rank_stops_every_rank_at_one_saved_step(tmp_path, rank, when):
+    """`kill` of the command signals rank 0, which passes it on to the ranks it started; a scheduler may
+    signal any one. Every rank saves and stops at the same point (a rank that trained on would wait
+    for the others forever at its next collective; Lightning's own handler deadlocks here)."""
+    rng = random.Random(0)
+    (tmp_path / "train.txt").write_text("".join(rng.choice("abcdefghijklmnopqrstuvwxyz") for _ in range(2000)))
+    (tmp_path / "valid.txt").write_text("".join(rng.choice("abcdefghijklmnopqrstuvwxyz") for _ in range(400)))
+    res = run_python([str(SIGTERM_WORKER), str(tmp_path), str(tmp_path), when], cwd=tmp_path,
+                     SIGTERM_RANK=str(rank), **gloo_env())
+    assert res.returncode == 0, res.stderr[-3000:]
+    stopped = [json.loads((tmp_path / f"stopped-rank{r}.json").read_text()) for r in (0, 1)]
+    step = 2 * (3 if when == "train" else 4)  # after batch 2, or batch 3's validation; 2 updates a batch
+    assert stopped == [{"step": step, "interrupted": True}] * 2
+    assert torch.load(tmp_path / "c" / "latest.ckpt", weights_only=True)["global_step"] == step

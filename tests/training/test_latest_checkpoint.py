@@ -1,10 +1,17 @@
-"""`LatestCheckpoint` stages each save beside the file and renames it; a run killed mid-write leaves
-only the staging file, which the next start removes."""
+"""`LatestCheckpoint`: each save is staged beside the file and renamed (a run killed mid-write leaves
+only the staging file, which the next start removes); the saves fall on an even schedule and where
+training stops; a run stopped by SIGTERM resumes as if it had not stopped."""
 
 from __future__ import annotations
 
+import contextlib
+import os
+import signal
+
+import lightning as L
+import pytest
 import torch
-from helpers import seq_model, trainer
+from helpers import Losses, seq_model, trainer
 
 from seqdni.training import LatestCheckpoint
 
@@ -67,11 +74,6 @@ def test_a_failed_save_keeps_the_last_checkpoint_and_says_where_it_is(tmp_path, 
 def test_a_sigterm_saves_the_batch_it_stops_at(tmp_path, tiny_data):
     """Lightning ends training on SIGTERM after the batch in flight; the resume point is that batch,
     not the last scheduled save (here there is none: every 1000 batches)."""
-    import os
-    import signal
-
-    import lightning as L
-    import pytest
 
     class Terminate(L.Callback):  # the scheduler's SIGTERM, arriving during the third batch
         step = 0
@@ -95,6 +97,69 @@ def test_a_sigterm_saves_the_batch_it_stops_at(tmp_path, tiny_data):
     assert signal.getsignal(signal.SIGTERM) == before  # Lightning gave the handler back
 
 
+class Validations(L.Callback):
+    """The optimiser step and validation BPC of each validation of a fit."""
+
+    def __init__(self):
+        self.seen: list[tuple[int, float]] = []
+
+    def on_validation_end(self, trainer, pl_module):
+        if not trainer.sanity_checking:
+            self.seen.append((trainer.global_step, trainer.callback_metrics["val/bpc"].item()))
+
+
+class TerminateAt(L.Callback):
+    """Sends this process a SIGTERM once: at the end of the run's training batch `batch` (counted from
+    0), or during the first batch of the validation that follows it."""
+
+    def __init__(self, batch: int, during_validation: bool):
+        self.batch, self.during_validation, self.sent = batch, during_validation, False
+
+    def _send(self, trainer):
+        if not self.sent and trainer.fit_loop.epoch_loop.total_batch_idx == self.batch:
+            self.sent = True
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        if not self.during_validation:
+            self._send(trainer)
+
+    def on_validation_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0):
+        if self.during_validation and not trainer.sanity_checking:
+            self._send(trainer)
+
+
+EVERY_3 = dict(val_check_interval=3, check_val_every_n_epoch=None)  # validations after batches 2, 5, 8
+
+
+@pytest.mark.parametrize("schedule,batch,during_validation", [
+    (EVERY_3, 2, False),  # at a batch a validation follows: Lightning would resume past that validation
+    (EVERY_3, 5, True),  # during a validation: Lightning stops it, and the resume repeated batches 3-5
+    (EVERY_3, 3, False),  # between validations
+    ({}, 13, False),  # at the last batch of the first epoch (14 batches), whose end validates
+    ({}, 13, True),
+])
+def test_a_sigterm_resumes_with_every_validation_and_loss_of_the_uninterrupted_run(
+        tmp_path, tiny_data, schedule, batch, during_validation):
+    dm = tiny_data(batch_size=6)
+    kw = dict(limit_val_batches=None, max_epochs=3, **schedule)
+
+    def run(folder, *callbacks, ckpt=None, seed=0):
+        seen, losses = Validations(), Losses()
+        latest = LatestCheckpoint(every_n_batches=1000, dirpath=str(tmp_path / folder))
+        t = trainer(tmp_path / folder, callbacks=[seen, losses, *callbacks, latest], **kw)
+        with contextlib.suppress(SystemExit):  # Lightning's SIGTERMException ends a terminated fit
+            t.fit(seq_model(dm, seed=seed), dm, ckpt_path=ckpt)
+        return seen.seen, losses.losses, t.interrupted
+
+    whole = run("whole")
+    cut = run("cut", TerminateAt(batch, during_validation))
+    resumed = run("cut", ckpt=str(tmp_path / "cut" / "latest.ckpt"), seed=1)
+    assert cut[2] and not resumed[2] and not whole[2]
+    assert cut[0] and cut[0] + resumed[0] == whole[0]
+    assert cut[1] + resumed[1] == pytest.approx(whole[1], rel=1e-6, abs=1e-7)
+
+
 class SaveRecorder(LatestCheckpoint):
     """Records, at each save, the batch of the run and the optimiser step, instead of writing."""
 
@@ -102,10 +167,12 @@ class SaveRecorder(LatestCheckpoint):
         super().__init__(**kw)
         self.batches: list[int] = []
         self.steps: list[int] = []
+        self.validations: list[int] = []  # validation batches run before each save
 
     def save(self, trainer):
         self.batches.append(trainer.fit_loop.epoch_loop.total_batch_idx + 1)
         self.steps.append(trainer.global_step)
+        self.validations.append(trainer.fit_loop.epoch_loop.val_loop.batch_progress.total.completed)
 
 
 def test_saves_fall_every_n_batches_of_the_run_across_epoch_ends(tmp_path, tiny_data):
@@ -136,3 +203,15 @@ def test_a_stop_request_that_waits_for_min_steps_saves_once_when_it_stops(tmp_pa
     t = trainer(tmp_path, min_steps=20, callbacks=[StopAtOnce(), saves])
     t.fit(seq_model(dm), datamodule=dm)
     assert t.global_step >= 20 and saves.steps == [t.global_step]
+
+
+def test_a_save_at_a_batch_a_validation_follows_waits_for_its_end(tmp_path, tiny_data):
+    """Lightning resumes a checkpoint of such a batch as if its validation had run: the saves there come
+    after it (here every 3rd batch validates, 2 validation batches, and every 3rd batch saves)."""
+    dm = tiny_data(batch_size=6)
+    saves = SaveRecorder(every_n_batches=3, dirpath=str(tmp_path / "c"))
+    t = trainer(tmp_path, max_steps=2 * 9, limit_val_batches=2, val_check_interval=3, check_val_every_n_epoch=None,
+                callbacks=[saves])
+    t.fit(seq_model(dm), datamodule=dm)
+    assert sorted(set(saves.batches)) == [3, 6, 9]  # (the last also at the epoch's end, where the fit ends)
+    assert saves.validations == [2 * b // 3 for b in saves.batches]  # each after the validation of its batch
