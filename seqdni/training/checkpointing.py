@@ -16,7 +16,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 import torch
-from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 from seqdni.errors import MissingInput, UserError
@@ -130,6 +130,20 @@ def follow_run_folder(checkpoint: dict, callbacks: list, loaded: str | None) -> 
                      kth_best_model_path=_moved(state.get("kth_best_model_path"), here),
                      last_model_path=_moved(state.get("last_model_path"), here),
                      best_k_models={_moved(k, here): v for k, v in (state.get("best_k_models") or {}).items()})
+
+
+def keep_given_patience(checkpoint: dict, callbacks: list) -> list[str]:
+    """Give each `EarlyStopping` of a resumed run the patience its command gives: Lightning would
+    restore the checkpoint's, silently undoing a stopping rule changed on resume. Returns one line
+    per patience changed, for the log."""
+    saved, changed = checkpoint.get("callbacks") or {}, []
+    for cb in callbacks:
+        state = saved.get(cb.state_key) if isinstance(cb, EarlyStopping) else None
+        if state and state.get("patience") != cb.patience:
+            changed.append(f"EarlyStopping on {cb.monitor}: patience {cb.patience} as given "
+                           f"(the checkpoint's run had {state.get('patience')})")
+            state["patience"] = cb.patience
+    return changed
 
 
 def _moved(path: str | None, folder: Path) -> str | None:

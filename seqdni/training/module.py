@@ -31,8 +31,11 @@ from seqdni.training.probe import Probe
 def stop_if_stopped_early(trainer: L.Trainer) -> None:
     """A run resumed from a checkpoint written after the validation that met its early-stopping rule, but
     before the run could stop, stops again: Lightning restores the rule's state, not its stop request,
-    so the run would otherwise train one more validation interval and end elsewhere."""
+    so the run would otherwise train one more validation interval and end elsewhere. A patience raised
+    on resume (`checkpointing.keep_given_patience`) that the run has not exhausted lets it train on."""
     for cb in trainer.early_stopping_callbacks:
+        if cb.stopping_reason is EarlyStoppingReason.PATIENCE_EXHAUSTED and cb.wait_count < cb.patience:
+            cb.stopping_reason, cb.stopping_reason_message = EarlyStoppingReason.NOT_STOPPED, None
         if cb.stopping_reason is not EarlyStoppingReason.NOT_STOPPED:
             trainer.should_stop = True
             rank_zero_info(f"Early stopping had already ended this run ({cb.stopping_reason_message or cb.monitor}); "
@@ -263,6 +266,8 @@ class SeqModule(L.LightningModule):
         saved = checkpointing.upgrade(checkpoint)["seqdni"].get("carry")
         if self._trainer is not None:
             checkpointing.follow_run_folder(checkpoint, self.trainer.checkpoint_callbacks, self.trainer.ckpt_path)
+            for line in checkpointing.keep_given_patience(checkpoint, self.trainer.early_stopping_callbacks):
+                rank_zero_info(line)
         fitting = self._trainer is not None and self.trainer.state.fn == "fit"
         if fitting:  # dropout goes on with the masks the uninterrupted run would draw
             # the module is not on its device yet (Lightning restores before it moves it): the strategy's

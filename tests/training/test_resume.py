@@ -62,6 +62,29 @@ def test_a_run_cut_after_meeting_its_early_stopping_rule_trains_no_further_on_re
     assert second.global_step == first.global_step and losses.losses == []
 
 
+@pytest.mark.parametrize("before,after,stops_at", [
+    (3, 1, 12),  # cut at step 8 (one validation without progress): the third validation ends it
+    (1, 3, 16),  # ended at step 8 by patience 1: three validations without progress end it
+])
+def test_a_patience_given_on_resume_replaces_the_checkpoints(tmp_path, tiny_data, lightning_log, before, after,
+                                                             stops_at):
+    """Lightning restores `EarlyStopping`'s patience from the checkpoint; the stopping rule may change on
+    resume, so the patience given must be the one that counts, and the log says so."""
+    dm = tiny_data(batch_size=6)
+
+    def run(patience, max_steps, callbacks):  # "max" on a falling BPC: no validation after the first is better
+        stop = EarlyStopping(monitor="val/bpc", mode="max", patience=patience)
+        return trainer(tmp_path / "run", max_steps=max_steps, limit_val_batches=None, val_check_interval=2,
+                       check_val_every_n_epoch=None, callbacks=[stop, *callbacks])
+
+    latest = LatestCheckpoint(every_n_batches=1000, dirpath=str(tmp_path / "run"))
+    run(before, 8, [latest]).fit(seq_model(dm), dm)  # 2 validations of 2 batches, 2 updates a batch
+    second = run(after, 200, [])
+    second.fit(seq_model(dm, seed=1), dm, ckpt_path=latest.last_path)
+    assert second.global_step == stops_at
+    assert f"patience {after} as given (the checkpoint's run had {before})" in lightning_log.text
+
+
 def test_hier_resume_continues_exactly(tmp_path, tiny_data):
     dm = tiny_data(batch_size=6)
     per_epoch = len(dm.train_dataloader())
