@@ -145,6 +145,17 @@ class Losses(L.Callback):
         self.levels.append(getattr(trainer.datamodule, "level", None))
 
 
+class Validations(L.Callback):
+    """The optimiser step and validation BPC of each validation of a fit."""
+
+    def __init__(self):
+        self.seen: list[tuple[int, float]] = []
+
+    def on_validation_end(self, trainer, pl_module):
+        if not trainer.sanity_checking:
+            self.seen.append((trainer.global_step, trainer.callback_metrics["val/bpc"].item()))
+
+
 def seq_model(dm, seed: int = 0, **kw) -> SeqModel:
     L.seed_everything(seed, verbose=False)
     args = dict(task=dm.task, window=dm.window, unroll=4, embed_dim=8, hidden_size=16, lr=1e-2, clip=0.5)

@@ -14,7 +14,6 @@ import lightning as L
 import torch
 from lightning.pytorch.callbacks import Checkpoint
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
-from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from seqdni.data.vocab import render
 from seqdni.errors import UserError
@@ -38,6 +37,8 @@ class LatestCheckpoint(Checkpoint):
     next: at the end of the training batch in progress, or, during a validation or at a batch one
     follows, at the end of that validation (part of the run's record). The run resumes from there
     as if it had not stopped. Under DDP, a signal that reached any rank stops all of them there.
+    (With a `val_check_interval` in time, which Lightning decides on each rank by its clock, these
+    hold for single-process runs only.)
 
     Lightning's `save_last=True` only refreshes last.ckpt when its own schedule saves, which
     can leave it behind the real state; this callback is the resume point instead.
@@ -55,7 +56,7 @@ class LatestCheckpoint(Checkpoint):
             raise UserError(f"every_n_batches must be positive, got {every_n_batches}")
         self.every_n_batches, self.dirpath, self.filename = every_n_batches, dirpath, filename
         self.last_path: str | None = None
-        self._sigterm = self._stop_after_validation = False
+        self._sigterm = False
 
     def _path(self, trainer: L.Trainer) -> Path:
         d = Path(self.dirpath) if self.dirpath else Path(trainer.log_dir or trainer.default_root_dir) / "checkpoints"
@@ -78,8 +79,17 @@ class LatestCheckpoint(Checkpoint):
         trainer.strategy.barrier("latest_checkpoint")
         self.last_path = str(path)
 
+    def setup(self, trainer, pl_module, stage) -> None:
+        self._sigterm = False
+
+    def on_sanity_check_start(self, trainer, pl_module) -> None:
+        self._listen(trainer)
+
     def on_train_start(self, trainer, pl_module) -> None:
-        self._sigterm, self._stop_after_validation = False, False
+        self._listen(trainer)
+
+    def _listen(self, trainer: L.Trainer) -> None:
+        """From Lightning's registering of its handlers (just before the sanity check) to the fit's end."""
         if threading.current_thread() is threading.main_thread():  # where Python runs signal handlers
             before = trainer._signal_connector._original_handlers.get(signal.SIGTERM)  # the fit puts it back
             handler = functools.partial(self._note_sigterm, trainer.strategy.launcher, before)
@@ -110,20 +120,18 @@ class LatestCheckpoint(Checkpoint):
             _stop_after_this_batch(trainer)
 
     def on_train_epoch_end(self, trainer, pl_module) -> None:
-        # the end of an epoch can end the fit (max_epochs, or a stop request that waited for the epoch)
-        self.save(trainer)
+        # The end of an epoch can end the fit (max_epochs, or a stop request that waited for the epoch).
+        # An epoch cut short by a stop was saved where it stopped: Lightning resumes a save made here
+        # after it at the next epoch, skipping the rest of this one.
+        if trainer.fit_loop.epoch_loop._num_ready_batches_reached():
+            self.save(trainer)
 
     def on_validation_end(self, trainer, pl_module) -> None:
         if trainer.sanity_checking or trainer.state.fn != "fit":
             return
         self.save(trainer)
         if trainer.strategy.reduce_boolean_decision(self._sigterm or trainer.received_sigterm, all=False):
-            _stop_after_this_batch(trainer)  # at an epoch's end Lightning stops on this itself
-            self._stop_after_validation = True
-
-    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
-        if self._stop_after_validation:  # the validation's end saved where the run stops
-            raise SIGTERMException
+            _stop_after_this_batch(trainer)
 
     def state_dict(self) -> dict:
         return {"last_path": self.last_path}
@@ -133,14 +141,14 @@ class LatestCheckpoint(Checkpoint):
 
 
 def _stop_after_this_batch(trainer: L.Trainer) -> None:
-    """Lightning's SIGTERM flag: training stops once the batch or validation in progress has ended."""
+    """Lightning's SIGTERM flag, which it checks once a batch and the validation after it have run."""
     trainer._signal_connector.received_sigterm = True
 
 
 def _validates_after_this_batch(trainer: L.Trainer) -> bool:
-    """Whether Lightning runs a validation after the training batch that just ended (its own test)."""
-    loop = trainer.fit_loop.epoch_loop
-    return not loop._skip_next_val and loop._should_check_val_fx(trainer.fit_loop._data_fetcher)
+    """Whether Lightning runs a validation after the training batch that just ended (its own test;
+    with a `val_check_interval` in time, Lightning asks the clock again after this, on each rank)."""
+    return trainer.fit_loop.epoch_loop._should_check_val_fx(trainer.fit_loop._data_fetcher)
 
 
 class TrainingClock(L.Callback):

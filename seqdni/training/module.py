@@ -31,11 +31,16 @@ from seqdni.training.probe import Probe
 def stop_if_stopped_early(trainer: L.Trainer) -> None:
     """A run resumed from a checkpoint written after the validation that met its early-stopping rule, but
     before the run could stop, stops again: Lightning restores the rule's state, not its stop request,
-    so the run would otherwise train one more validation interval and end elsewhere. A patience raised
-    on resume (`checkpointing.keep_given_patience`) that the run has not exhausted lets it train on."""
+    so the run would otherwise train one more validation interval and end elsewhere. A patience changed
+    on resume (`checkpointing.keep_given_patience`) is the rule: raised above the validations without
+    progress so far, the run trains on; lowered to them, it stops now."""
     for cb in trainer.early_stopping_callbacks:
         if cb.stopping_reason is EarlyStoppingReason.PATIENCE_EXHAUSTED and cb.wait_count < cb.patience:
             cb.stopping_reason, cb.stopping_reason_message = EarlyStoppingReason.NOT_STOPPED, None
+        elif cb.stopping_reason is EarlyStoppingReason.NOT_STOPPED and 0 < cb.patience <= cb.wait_count:
+            cb.stopping_reason = EarlyStoppingReason.PATIENCE_EXHAUSTED
+            cb.stopping_reason_message = (f"{cb.monitor} did not improve in the last {cb.wait_count} validations, "
+                                          f"the patience given on resume ({cb.patience})")
         if cb.stopping_reason is not EarlyStoppingReason.NOT_STOPPED:
             trainer.should_stop = True
             rank_zero_info(f"Early stopping had already ended this run ({cb.stopping_reason_message or cb.monitor}); "

@@ -1,9 +1,9 @@
 """Run by tests/training/test_ddp.py as a script: 2 DDP ranks (gloo, CPU) train with a
-`LatestCheckpoint`, and a SIGTERM reaches rank $SIGTERM_RANK only, at the end of training batch 2
-(`train`) or during the validation after batch 3 (`validation`). Each rank writes where it stopped to
+`LatestCheckpoint`, and a SIGTERM reaches rank $SIGTERM_RANK only: at the end of training batch 2
+(`train`), during the validation after batch 3 (`validation`), or during the sanity check (`sanity`). Each rank writes where it stopped to
 OUT/stopped-rank{r}.json; the checkpoint goes to OUT/c/latest.ckpt.
 
-    python tests/training/ddp_sigterm_worker.py OUT DATA_DIR {train,validation}
+    python tests/training/ddp_sigterm_worker.py OUT DATA_DIR {train,validation,sanity}
 """
 
 from __future__ import annotations
@@ -25,21 +25,24 @@ RANK = int(os.environ.get("SIGTERM_RANK", "0"))
 
 
 class Terminate(L.Callback):
-    def __init__(self, during_validation: bool):
-        self.during_validation, self.sent = during_validation, False
+    def __init__(self, when: str):
+        self.when, self.sent = when, False
 
-    def _send(self, trainer, batch: int):
-        if trainer.global_rank == RANK and not self.sent and trainer.fit_loop.epoch_loop.total_batch_idx == batch:
+    def _send(self, trainer):
+        if trainer.global_rank == RANK and not self.sent:
             self.sent = True
             os.kill(os.getpid(), signal.SIGTERM)
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
-        if not self.during_validation:
-            self._send(trainer, 2)
+        if self.when == "train" and trainer.fit_loop.epoch_loop.total_batch_idx == 2:
+            self._send(trainer)
 
     def on_validation_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0):
-        if self.during_validation and not trainer.sanity_checking:
-            self._send(trainer, 3)
+        if self.when == "sanity" and trainer.sanity_checking:
+            self._send(trainer)
+        if self.when == "validation" and not trainer.sanity_checking and \
+                trainer.fit_loop.epoch_loop.total_batch_idx == 3:
+            self._send(trainer)
 
 
 def main(out: Path, data: Path, when: str) -> None:
@@ -53,7 +56,7 @@ def main(out: Path, data: Path, when: str) -> None:
     trainer = L.Trainer(accelerator="cpu", devices=2, strategy="ddp", max_steps=40, limit_val_batches=2,
                         val_check_interval=2, check_val_every_n_epoch=None, logger=False,
                         enable_progress_bar=False, enable_model_summary=False,
-                        callbacks=[Terminate(when == "validation"), latest])
+                        callbacks=[Terminate(when), latest])
     with contextlib.suppress(SystemExit):  # Lightning's SIGTERMException
         trainer.fit(model, dm)
     (out / f"stopped-rank{trainer.global_rank}.json").write_text(json.dumps(

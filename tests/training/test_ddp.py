@@ -73,7 +73,7 @@ def test_two_gloo_ranks_stay_identical_see_disjoint_streams_and_match_one_proces
 
 @pytest.mark.slow
 @pytest.mark.parametrize("rank", [0, 1])
-@pytest.mark.parametrize("when", ["train", "validation"])
+@pytest.mark.parametrize("when", ["train", "validation", "sanity"])
 def test_a_sigterm_to_one_rank_stops_every_rank_at_one_saved_step(tmp_path, rank, when):
     """`kill` of the command signals rank 0, which passes it on to the ranks it started; a scheduler may
     signal any one. Every rank saves and stops at the same point (a rank that trained on would wait
@@ -85,6 +85,6 @@ def test_a_sigterm_to_one_rank_stops_every_rank_at_one_saved_step(tmp_path, rank
                      SIGTERM_RANK=str(rank), **gloo_env())
     assert res.returncode == 0, res.stderr[-3000:]
     stopped = [json.loads((tmp_path / f"stopped-rank{r}.json").read_text()) for r in (0, 1)]
-    step = 2 * (3 if when == "train" else 4)  # after batch 2, or batch 3's validation; 2 updates a batch
+    step = 2 * {"train": 3, "validation": 4, "sanity": 1}[when]  # after batch 2, batch 3's validation, batch 0
     assert stopped == [{"step": step, "interrupted": True}] * 2
     assert torch.load(tmp_path / "c" / "latest.ckpt", weights_only=True)["global_step"] == step

@@ -11,7 +11,7 @@ import signal
 import lightning as L
 import pytest
 import torch
-from helpers import Losses, seq_model, trainer
+from helpers import Losses, Validations, seq_model, trainer
 
 from seqdni.training import LatestCheckpoint
 
@@ -95,17 +95,6 @@ def test_a_sigterm_saves_the_batch_it_stops_at(tmp_path, tiny_data):
     assert term.step > 0 and t.global_step == term.step  # training stopped at that batch
     assert torch.load(ckpt_dir / "latest.ckpt", weights_only=True)["global_step"] == term.step
     assert signal.getsignal(signal.SIGTERM) == before  # Lightning gave the handler back
-
-
-class Validations(L.Callback):
-    """The optimiser step and validation BPC of each validation of a fit."""
-
-    def __init__(self):
-        self.seen: list[tuple[int, float]] = []
-
-    def on_validation_end(self, trainer, pl_module):
-        if not trainer.sanity_checking:
-            self.seen.append((trainer.global_step, trainer.callback_metrics["val/bpc"].item()))
 
 
 class TerminateAt(L.Callback):

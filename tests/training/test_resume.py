@@ -4,7 +4,7 @@ system: the carried state, the data stream and (Copy) the curriculum come from t
 from __future__ import annotations
 
 import pytest
-from helpers import Losses, digit_data, hier_lm, seq_model, trainer, two_timescale
+from helpers import Losses, Validations, digit_data, hier_lm, seq_model, trainer, two_timescale
 from lightning.pytorch.callbacks import EarlyStopping
 
 from seqdni.data import RepeatCopyDataModule
@@ -62,26 +62,30 @@ def test_a_run_cut_after_meeting_its_early_stopping_rule_trains_no_further_on_re
     assert second.global_step == first.global_step and losses.losses == []
 
 
-@pytest.mark.parametrize("before,after,stops_at", [
-    (3, 1, 12),  # cut at step 8 (one validation without progress): the third validation ends it
-    (1, 3, 16),  # ended at step 8 by patience 1: three validations without progress end it
-])
-def test_a_patience_given_on_resume_replaces_the_checkpoints(tmp_path, tiny_data, lightning_log, before, after,
-                                                             stops_at):
+@pytest.mark.parametrize("max_steps", [200, -1])  # a budget in steps, or in epochs only (as the PTB configs)
+@pytest.mark.parametrize("before,after", [(3, 1), (1, 3)])
+def test_a_patience_given_on_resume_is_the_rule_the_run_ends_by(tmp_path, tiny_data, lightning_log, before, after,
+                                                                max_steps):
     """Lightning restores `EarlyStopping`'s patience from the checkpoint; the stopping rule may change on
-    resume, so the patience given must be the one that counts, and the log says so."""
-    dm = tiny_data(batch_size=6)
+    resume, so the patience given counts, and the log says so: the resumed run validates, trains and
+    ends as a run with that patience from the start. Patience 3 is cut after 2 validations (one without
+    progress); patience 1 ends there by itself, mid-epoch."""
+    dm = tiny_data(batch_size=6)  # 14 batches an epoch, validations after every 3rd
 
-    def run(patience, max_steps, callbacks):  # "max" on a falling BPC: no validation after the first is better
+    def run(folder, patience, steps, ckpt=None, seed=0):  # "max" on a falling BPC: no validation after the first is better
+        seen, losses = Validations(), Losses()
         stop = EarlyStopping(monitor="val/bpc", mode="max", patience=patience)
-        return trainer(tmp_path / "run", max_steps=max_steps, limit_val_batches=None, val_check_interval=2,
-                       check_val_every_n_epoch=None, callbacks=[stop, *callbacks])
+        latest = LatestCheckpoint(every_n_batches=1000, dirpath=str(tmp_path / folder))
+        t = trainer(tmp_path / folder, max_epochs=4, max_steps=steps, limit_val_batches=None, val_check_interval=3,
+                    callbacks=[stop, seen, losses, latest])
+        t.fit(seq_model(dm, seed=seed), dm, ckpt_path=ckpt)
+        return seen.seen, losses.losses
 
-    latest = LatestCheckpoint(every_n_batches=1000, dirpath=str(tmp_path / "run"))
-    run(before, 8, [latest]).fit(seq_model(dm), dm)  # 2 validations of 2 batches, 2 updates a batch
-    second = run(after, 200, [])
-    second.fit(seq_model(dm, seed=1), dm, ckpt_path=latest.last_path)
-    assert second.global_step == stops_at
+    whole = run("whole", after, max_steps)
+    cut = run("cut", before, 12 if before > after else max_steps)  # 2 validations, 2 updates a batch
+    resumed = run("cut", after, max_steps, ckpt=str(tmp_path / "cut" / "latest.ckpt"), seed=1)
+    assert len(cut[0]) == 2 and cut[0] + resumed[0] == whole[0]
+    assert cut[1] + resumed[1] == pytest.approx(whole[1], rel=1e-6, abs=1e-7)
     assert f"patience {after} as given (the checkpoint's run had {before})" in lightning_log.text
 
 
