@@ -1,7 +1,8 @@
 """Training: the one LightningModule of sequence systems (`SeqModule`), the systems it trains, the
 feed-forward `LayerModel`, optimisers, callbacks."""
 
-from seqdni.training.callbacks import Curriculum, LatestCheckpoint, SampleText, TrainingClock
+from seqdni.training.callbacks import Curriculum, SampleText, TrainingClock
+from seqdni.training.latest_checkpoint import LatestCheckpoint
 from seqdni.training.layers import LayerModel
 from seqdni.training.module import NonFiniteLossError, SeqModule
 from seqdni.training.optim import LightningSteps, adam
