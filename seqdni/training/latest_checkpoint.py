@@ -31,9 +31,9 @@ class LatestCheckpoint(Checkpoint):
     A SIGTERM (a scheduler's notice) stops training where the uninterrupted run would have saved
     next: at the end of the training batch in progress, or, during a validation or at a batch one
     follows, at the end of that validation (part of the run's record). The run resumes from there
-    as if it had not stopped. Under DDP, a signal that reached any rank stops all of them there.
-    (With a `val_check_interval` in time, which Lightning decides on each rank by its clock, these
-    hold for single-process runs only.)
+    as if it had not stopped; where the fit ends there anyway, it ends as a finished run. Under
+    DDP, a signal that reached any rank stops all of them there. (With a `val_check_interval` in
+    time, which Lightning decides on each rank by its clock, these hold for single-process runs.)
 
     Lightning's `save_last=True` only refreshes last.ckpt when its own schedule saves, which
     can leave it behind the real state; this callback is the resume point instead.
@@ -111,7 +111,7 @@ class LatestCheckpoint(Checkpoint):
         batches = trainer.fit_loop.epoch_loop.total_batch_idx + 1  # of the run, not of this epoch
         if stopping or batches % self.every_n_batches == 0:
             self.save(trainer)
-        if sigterm:
+        if sigterm and not _fit_ends_here(trainer):
             _stop_after_this_batch(trainer)
 
     def on_train_epoch_end(self, trainer, pl_module) -> None:
@@ -125,7 +125,8 @@ class LatestCheckpoint(Checkpoint):
         if trainer.sanity_checking or trainer.state.fn != "fit":
             return
         self.save(trainer)
-        if trainer.strategy.reduce_boolean_decision(self._sigterm or trainer.received_sigterm, all=False):
+        sigterm = trainer.strategy.reduce_boolean_decision(self._sigterm or trainer.received_sigterm, all=False)
+        if sigterm and not _fit_ends_here(trainer):
             _stop_after_this_batch(trainer)
 
     def state_dict(self) -> dict:
@@ -138,6 +139,15 @@ class LatestCheckpoint(Checkpoint):
 def _stop_after_this_batch(trainer: L.Trainer) -> None:
     """Lightning's SIGTERM flag, which it checks once a batch and the validation after it have run."""
     trainer._signal_connector.received_sigterm = True
+
+
+def _fit_ends_here(trainer: L.Trainer) -> bool:
+    """Whether the fit ends after this batch (and its validation) anyway: then a SIGTERM lets it end as
+    a finished run, not one to resume (which would find nothing left to train)."""
+    loop = trainer.fit_loop
+    last_epoch = loop.max_epochs is not None and 0 <= loop.max_epochs <= trainer.current_epoch + 1
+    return (0 < trainer.max_steps <= trainer.global_step or (trainer.should_stop and loop._can_stop_early)
+            or (last_epoch and loop.epoch_loop._num_ready_batches_reached()))
 
 
 def _validates_after_this_batch(trainer: L.Trainer) -> bool:

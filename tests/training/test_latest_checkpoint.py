@@ -149,6 +149,21 @@ def test_a_sigterm_resumes_with_every_validation_and_loss_of_the_uninterrupted_r
     assert cut[1] + resumed[1] == pytest.approx(whole[1], rel=1e-6, abs=1e-7)
 
 
+@pytest.mark.parametrize("schedule,batch", [
+    (dict(max_steps=2 * 9, val_check_interval=3), 8),  # the validation after the step budget's last batch
+    (dict(max_epochs=1), 13),  # the validation at the end of the last epoch (14 batches)
+])
+def test_a_sigterm_where_the_fit_ends_anyway_lets_it_finish(tmp_path, tiny_data, schedule, batch):
+    """Stopped as interrupted, the run would say to resume, and a resume would find nothing to train."""
+    dm = tiny_data(batch_size=6)
+    term = TerminateAt(batch, during_validation=True)
+    latest = LatestCheckpoint(every_n_batches=1000, dirpath=str(tmp_path / "c"))
+    t = trainer(tmp_path, limit_val_batches=None, callbacks=[term, latest], **{"max_epochs": 3, **schedule})
+    t.fit(seq_model(dm), dm)  # no SIGTERMException
+    assert term.sent and not t.interrupted and t.global_step == 2 * (batch + 1)
+    assert torch.load(latest.last_path, weights_only=True)["global_step"] == t.global_step
+
+
 class SaveRecorder(LatestCheckpoint):
     """Records, at each save, the batch of the run and the optimiser step, instead of writing."""
 
