@@ -102,7 +102,7 @@ class LatestCheckpoint(Checkpoint):
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         # A SIGTERM that reached any process stops all of them at the same batch, each having saved.
-        sigterm = trainer.strategy.reduce_boolean_decision(self._sigterm or trainer.received_sigterm, all=False)
+        sigterm = self._sigterm_anywhere(trainer)
         if _validates_after_this_batch(trainer):  # `on_validation_end` saves (and stops), once it has run
             return
         # a stop request waits while min_steps / min_epochs are unmet (Lightning keeps the flag set meanwhile)
@@ -111,8 +111,8 @@ class LatestCheckpoint(Checkpoint):
         batches = trainer.fit_loop.epoch_loop.total_batch_idx + 1  # of the run, not of this epoch
         if stopping or batches % self.every_n_batches == 0:
             self.save(trainer)
-        if sigterm and not _fit_ends_here(trainer):
-            _stop_after_this_batch(trainer)
+        if sigterm:
+            _stop_here(trainer)
 
     def on_train_epoch_end(self, trainer, pl_module) -> None:
         # The end of an epoch can end the fit (max_epochs, or a stop request that waited for the epoch).
@@ -125,9 +125,12 @@ class LatestCheckpoint(Checkpoint):
         if trainer.sanity_checking or trainer.state.fn != "fit":
             return
         self.save(trainer)
-        sigterm = trainer.strategy.reduce_boolean_decision(self._sigterm or trainer.received_sigterm, all=False)
-        if sigterm and not _fit_ends_here(trainer):
-            _stop_after_this_batch(trainer)
+        if self._sigterm_anywhere(trainer):
+            _stop_here(trainer)
+
+    def _sigterm_anywhere(self, trainer: L.Trainer) -> bool:
+        """Whether a SIGTERM reached any rank (a collective: every rank asks at the same point)."""
+        return trainer.strategy.reduce_boolean_decision(self._sigterm or trainer.received_sigterm, all=False)
 
     def state_dict(self) -> dict:
         return {"last_path": self.last_path}
@@ -136,9 +139,11 @@ class LatestCheckpoint(Checkpoint):
         self.last_path = state_dict.get("last_path")
 
 
-def _stop_after_this_batch(trainer: L.Trainer) -> None:
-    """Lightning's SIGTERM flag, which it checks once a batch and the validation after it have run."""
-    trainer._signal_connector.received_sigterm = True
+def _stop_here(trainer: L.Trainer) -> None:
+    """Raise Lightning's SIGTERM flag, which it checks once a batch and the validation after it have
+    run, unless the fit ends here anyway."""
+    if not _fit_ends_here(trainer):
+        trainer._signal_connector.received_sigterm = True
 
 
 def _fit_ends_here(trainer: L.Trainer) -> bool:

@@ -80,8 +80,8 @@ def test_a_sigterm_saves_the_batch_it_stops_at(tmp_path, tiny_data):
 
         def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
             if batch_idx == 2:
-                handler = signal.getsignal(signal.SIGTERM)  # Lightning's: never let SIGTERM end pytest
-                assert callable(handler) and handler is not before, "Lightning installed no SIGTERM handler"
+                handler = signal.getsignal(signal.SIGTERM)  # the fit's: never let SIGTERM end pytest
+                assert callable(handler) and handler is not before, "the fit installed no SIGTERM handler"
                 os.kill(os.getpid(), signal.SIGTERM)
                 self.step = trainer.global_step
 
@@ -94,7 +94,7 @@ def test_a_sigterm_saves_the_batch_it_stops_at(tmp_path, tiny_data):
         t.fit(seq_model(dm), datamodule=dm)
     assert term.step > 0 and t.global_step == term.step  # training stopped at that batch
     assert torch.load(ckpt_dir / "latest.ckpt", weights_only=True)["global_step"] == term.step
-    assert signal.getsignal(signal.SIGTERM) == before  # Lightning gave the handler back
+    assert signal.getsignal(signal.SIGTERM) == before  # the fit gave the handler back
 
 
 class TerminateAt(L.Callback):
